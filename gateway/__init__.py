@@ -1,0 +1,1 @@
+"""Gatehouse: one governed GraphQL and MCP gateway over the systems of record."""

@@ -1,0 +1,108 @@
+"""The composition root: `create_app` builds every service once, in the lifespan.
+
+POST /graphql   the GraphQL API (GET serves GraphiQL)
+GET  /healthz   the process is alive
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from strawberry.fastapi import GraphQLRouter
+from strawberry.http.ides import get_graphql_ide_html
+
+from gateway.authz import Policy
+from gateway.body_limit import BodyLimit
+from gateway.config import GatewayConfig, load_config
+from gateway.connectors import build_connectors
+from gateway.errors import Unauthenticated
+from gateway.graphql.context import Context
+from gateway.graphql.schema import build_schema
+from gateway.principals import Authenticator, Principal
+from gateway.reads import Reads
+from gateway.services import Services
+from gateway.settings import Settings
+
+
+def build_services(settings: Settings, config: GatewayConfig) -> Services:
+    """Every long-lived service, built once."""
+    connectors = build_connectors(config)
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    return Services(
+        settings=settings,
+        config=config,
+        connectors=connectors,
+        reads=Reads(entities=config.entities, connectors=connectors),
+        policy=Policy(
+            config.policy_path("model"),
+            config.policy_path("policy"),
+            roles={name: p.roles for name, p in config.principals.items()},
+        ),
+        authenticator=Authenticator(config.principals, auth=config.auth, jwt_secret=secret),
+    )
+
+
+def get_services(request: Request) -> Services:
+    """The process's services, from the app state set in the lifespan."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def authenticate(
+    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    """The caller, or 401 with no data."""
+    try:
+        return services.authenticator.authenticate(authorization)
+    except Unauthenticated as exc:
+        raise HTTPException(401, exc.message, headers={"WWW-Authenticate": "Bearer"}) from exc
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+def graphql_context(services: ServicesDep, principal: PrincipalDep) -> Context:
+    """A fresh GraphQL context per request."""
+    return Context(services=services, principal=principal)
+
+
+def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastAPI:
+    """The ASGI application; services are built when it starts and closed when it stops."""
+    config = config or load_config(settings.config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings, config)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(title="Gatehouse", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=config.limits.max_body_bytes)
+
+    @app.get("/graphql", include_in_schema=False)
+    async def graphiql() -> HTMLResponse:
+        # The IDE page itself needs no credential; its queries carry the caller's key.
+        return HTMLResponse(get_graphql_ide_html(graphql_ide="graphiql"))
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    router: GraphQLRouter[Context, None] = GraphQLRouter(
+        build_schema(config.limits),
+        context_getter=graphql_context,
+        graphql_ide=None,
+        allow_queries_via_get=False,
+    )
+    app.include_router(router, prefix="/graphql")
+    return app

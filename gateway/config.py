@@ -1,0 +1,289 @@
+"""The TOML configuration: sources, entities with their data contracts, principals.
+
+A typo is an error naming the file and the key; `${VAR}` in a string is taken from the
+environment (secrets and URLs stay out of the file); one field has exactly one system of
+record. Parsed once at start-up into frozen models.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from gateway.errors import ConfigError
+from sources.records import FieldType
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `90`, `"30s"`, `"15m"`, `"1h"` or `"7d"`."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"'{value}' is not a duration like 30s, 15m, 1h or 7d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are typos: refuse them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Classification(StrEnum):
+    """How sensitive a field is; `pii` is masked unless granted."""
+
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    PII = "pii"
+    FINANCIAL = "financial"
+
+
+class FieldConfig(Strict):
+    """One field: where it lives, its type, and its part of the data contract."""
+
+    at: str | None = None  # column or JSON path; defaults to the field's name
+    type: FieldType = "str"
+    scale: int = Field(default=0, ge=0, le=12)
+    classification: Classification = Classification.INTERNAL
+    owner: str | None = None
+    system: str | None = None  # defaults to the entity's source
+    description: str = ""
+
+
+class ChildConfig(Strict):
+    """A list of sub-records read with the parent."""
+
+    at: str
+    parent_key: str = ""  # SQL: the child table's column pointing at the parent key
+    order_by: list[str] = []
+    fields: dict[str, FieldConfig]
+
+
+class HttpEndpoints(Strict):
+    """Where an HTTP source serves one entity."""
+
+    one: str
+    many: str
+    list: str
+    items: str = "data"
+    many_param: str = "ids"
+    max_batch: int = Field(default=100, ge=1, le=1000)
+    search_param: str | None = "q"
+    filter_params: dict[str, str] = {}
+
+
+class EntityConfig(Strict):
+    """An entity, its system of record, mapping and data contract."""
+
+    source: str
+    key: str
+    owner: str
+    warn_after: Seconds
+    error_after: Seconds
+    description: str = ""
+    cache_ttl: Seconds | None = None  # how long a read is served from cache; warn_after if unset
+    keep_stale_for: Seconds = 86400.0  # how long a last good value may stand in for a failure
+    cache_size: int = Field(default=10_000, ge=1)
+    updated_at: str | None = None
+    version: str | None = None
+    table: str | None = None
+    searchable: list[str] = []
+    http: HttpEndpoints | None = None
+    fields: dict[str, FieldConfig]
+    children: dict[str, ChildConfig] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> EntityConfig:
+        if self.error_after < self.warn_after:
+            raise ValueError("error_after must not be shorter than warn_after")
+        for name in (self.key, self.updated_at, self.version, *self.searchable):
+            if name is not None and name not in self.fields:
+                raise ValueError(f"'{name}' is not one of this entity's fields")
+        return self
+
+    @property
+    def ttl(self) -> float:
+        """Seconds a read is served from cache without going back to the source."""
+        return self.warn_after if self.cache_ttl is None else self.cache_ttl
+
+
+class SourceConfig(Strict):
+    """A system of record and how to reach it."""
+
+    kind: Literal["sql", "http"]
+    url: str
+    timeout: Seconds = 5.0
+    headers: dict[str, str] = {}
+    db_schema: str | None = Field(default=None, alias="schema")
+    description: str = ""
+
+
+class PrincipalKind(StrEnum):
+    """Who is calling."""
+
+    HUMAN = "human"
+    SERVICE = "service"
+    AGENT = "agent"
+
+
+class PrincipalConfig(Strict):
+    """A caller: its kind, roles, attributes and hashed API keys."""
+
+    kind: PrincipalKind
+    display_name: str
+    roles: list[str] = []
+    on_behalf_of: str | None = None
+    attributes: dict[str, str | int | float | bool] = {}
+    api_key_sha256: list[str] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> PrincipalConfig:
+        if self.kind is PrincipalKind.AGENT and not self.on_behalf_of:
+            raise ValueError("an agent needs on_behalf_of: the human accountable for it")
+        for digest in self.api_key_sha256:
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError("api_key_sha256 holds hex SHA-256 digests of keys, not keys")
+        return self
+
+
+class AuthConfig(Strict):
+    """Optional JWT verification (the secret comes from GATEHOUSE_JWT_SECRET)."""
+
+    jwt_algorithms: list[str] = ["HS256"]
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+
+class PolicyConfig(Strict):
+    """Where the Casbin model and policy live (relative to the config file)."""
+
+    model: Path = Path("model.conf")
+    policy: Path = Path("policy.csv")
+    dir: Path = Path("policies")
+
+
+class LimitsConfig(Strict):
+    """Bounds on what one request may ask."""
+
+    max_page_size: int = Field(default=500, ge=1)
+    default_page_size: int = Field(default=20, ge=1)
+    max_depth: int = Field(default=10, ge=1)
+    max_complexity: int = Field(default=50_000, ge=1)
+    max_operations: int = Field(default=20, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+
+class GatewayConfig(Strict):
+    """The whole configuration file."""
+
+    sources: dict[str, SourceConfig]
+    entities: dict[str, EntityConfig]
+    principals: dict[str, PrincipalConfig] = {}
+    auth: AuthConfig = AuthConfig()
+    policy: PolicyConfig = PolicyConfig()
+    limits: LimitsConfig = LimitsConfig()
+    base_dir: Path = Path()
+
+    @model_validator(mode="after")
+    def _check_references(self) -> GatewayConfig:
+        for name, entity in self.entities.items():
+            _check_entity(name, entity, self.sources)
+        for name, principal in self.principals.items():
+            _check_principal(name, principal, self.principals)
+        return self
+
+    def policy_path(self, which: Literal["model", "policy"]) -> Path:
+        """The absolute path of the Casbin model or policy file."""
+        file = self.policy.model if which == "model" else self.policy.policy
+        return (self.base_dir / self.policy.dir / file).resolve()
+
+
+def _check_entity(name: str, entity: EntityConfig, sources: dict[str, SourceConfig]) -> None:
+    if entity.source not in sources:
+        raise ValueError(f"entities.{name}.source: no source named '{entity.source}'")
+    kind = sources[entity.source].kind
+    if kind == "sql" and not entity.table:
+        raise ValueError(f"entities.{name}.table: required for a sql source")
+    if kind == "http" and entity.http is None:
+        raise ValueError(f"entities.{name}.http: required for an http source")
+    for field_name, field in _all_fields(entity):
+        if field.system is not None and field.system != entity.source:
+            raise ValueError(
+                f"entities.{name}.fields.{field_name}.system: two systems of record for one "
+                f"field ('{entity.source}' serves this entity, the field names "
+                f"'{field.system}'); a field has exactly one system of record"
+            )
+
+
+def _all_fields(entity: EntityConfig) -> list[tuple[str, FieldConfig]]:
+    fields = list(entity.fields.items())
+    for child_name, child in entity.children.items():
+        fields += [(f"{child_name}.{name}", field) for name, field in child.fields.items()]
+    return fields
+
+
+def _check_principal(
+    name: str, principal: PrincipalConfig, principals: dict[str, PrincipalConfig]
+) -> None:
+    owner = principal.on_behalf_of
+    if owner is None:
+        return
+    if owner not in principals or principals[owner].kind is not PrincipalKind.HUMAN:
+        raise ValueError(f"principals.{name}.on_behalf_of: '{owner}' is not a human principal")
+
+
+def load_config(path: Path, environ: dict[str, str] | None = None) -> GatewayConfig:
+    """Read, expand and validate the configuration file, or raise ConfigError naming the key."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    expanded = _expand(raw, env, path, ())
+    try:
+        return GatewayConfig.model_validate({**expanded, "base_dir": path.parent.resolve()})
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc)) from exc
+
+
+def _expand(value: Any, env: dict[str, str], path: Path, at: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {key: _expand(item, env, path, (*at, key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand(item, env, path, (*at, str(i))) for i, item in enumerate(value)]
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda match: _env_value(match.group(1), env, path, at), value)
+    return value
+
+
+def _env_value(name: str, env: dict[str, str], path: Path, at: tuple[str, ...]) -> str:
+    if name not in env:
+        raise ConfigError(f"{path}: {'.'.join(at)}: environment variable {name} is not set")
+    return env[name]
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (a typo?)"
+        problems.append(f"{path}: {key}: {message}" if key else f"{path}: {message}")
+    return "\n".join(problems)

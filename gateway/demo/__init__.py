@@ -1,0 +1,83 @@
+"""The demo estate and the gateway over it: what `gatehouse demo` starts, and what tests use.
+
+ERP   a SQL database (SQLite file by default), seeded with the order-to-cash estate
+CRM   an HTTP JSON service in its own process, on a free loopback port
+keys  a fresh API key per demo principal, printed once; only hashes reach the config
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import GatewayConfig, load_config
+from gateway.principals import hash_key
+from sources.demo import CrmProcess, build_estate, create_erp, seed_crm
+
+CONFIG_TEMPLATE = Path(__file__).with_name("gatehouse.toml")
+PRINCIPALS = ("olivia", "finn", "carla", "sam", "storefront", "restock-bot", "support-bot")
+
+
+@dataclass(frozen=True)
+class DemoEstate:
+    """A running demo estate: where its systems are and the principals' keys."""
+
+    erp_url: str
+    crm: CrmProcess
+    keys: dict[str, str]
+    state_dir: Path
+
+    def environ(self) -> dict[str, str]:
+        """The GATEHOUSE_* variables the demo configuration refers to."""
+        hashes = {_hash_variable(name): hash_key(key) for name, key in self.keys.items()}
+        return {"GATEHOUSE_ERP_URL": self.erp_url, "GATEHOUSE_CRM_URL": self.crm.url, **hashes}
+
+    def config(self) -> GatewayConfig:
+        """The demo configuration, expanded with this estate's URLs and key hashes."""
+        return load_config(CONFIG_TEMPLATE, environ={**os.environ, **self.environ()})
+
+
+def _hash_variable(principal: str) -> str:
+    return "GATEHOUSE_DEMO_HASH_" + principal.upper().replace("-", "_")
+
+
+def new_keys() -> dict[str, str]:
+    """A fresh random API key for every demo principal."""
+    return {name: f"gh_{name.replace('-', '')}_{secrets.token_urlsafe(18)}" for name in PRINCIPALS}
+
+
+def seed_erp(url: str, *, schema: str | None = None) -> None:
+    """Create and seed the ERP database at `url`."""
+    asyncio.run(create_erp(url, build_estate(), schema=schema))
+
+
+@contextmanager
+def running_estate(state_dir: Path, *, erp_url: str | None = None) -> Iterator[DemoEstate]:
+    """Seed the ERP and CRM, start the CRM process, and stop it on exit."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    estate = build_estate()
+    erp_url = erp_url or f"sqlite+aiosqlite:///{(state_dir / 'erp.db').resolve()}"
+    asyncio.run(create_erp(erp_url, estate))
+    seed_crm(state_dir / "crm.db", estate)
+    crm = CrmProcess.start(state_dir / "crm.db")
+    try:
+        yield DemoEstate(erp_url=erp_url, crm=crm, keys=new_keys(), state_dir=state_dir)
+    finally:
+        crm.stop()
+
+
+def write_keys_file(estate: DemoEstate) -> Path:
+    """The demo keys as shell exports, readable only by the owner."""
+    path = estate.state_dir / "keys.env"
+    lines = [
+        f"export GATEHOUSE_KEY_{name.upper().replace('-', '_')}={key}"
+        for name, key in estate.keys.items()
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path

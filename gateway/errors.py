@@ -1,0 +1,94 @@
+"""Every error the gateway shows a caller, each with a stable `code` and an HTTP status.
+
+    GatehouseError                 code            status
+    ├── ConfigError                CONFIG_INVALID  500   refused at start-up, names file and key
+    ├── Unauthenticated            UNAUTHENTICATED 401   no, or a wrong, credential
+    ├── Forbidden                  FORBIDDEN       403   policy does not grant it
+    ├── InvalidArgument            BAD_ARGUMENT    400   names the argument
+    ├── QueryRejected              QUERY_REJECTED  400   too deep, too costly, too many operations
+    └── SourceFailed               SOURCE_*        502   a system of record failed and nothing
+                                                         cached could stand in; names the source
+
+Connector failures are `sources.errors.SourceError`; the read path turns them into
+`SourceFailed`. Anything else reaching a caller is masked as INTERNAL with its trace id.
+"""
+
+from __future__ import annotations
+
+from sources.errors import SourceError
+
+
+class GatehouseError(Exception):
+    """An error a caller may see, with a stable code."""
+
+    code = "GATEHOUSE_ERROR"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def extensions(self) -> dict[str, object]:
+        """What goes into a GraphQL error's `extensions`."""
+        return {"code": self.code}
+
+
+class ConfigError(GatehouseError):
+    """The configuration cannot be used; says which file and key."""
+
+    code = "CONFIG_INVALID"
+
+
+class Unauthenticated(GatehouseError):
+    """No credential, or one that matches no principal."""
+
+    code = "UNAUTHENTICATED"
+    status = 401
+
+
+class Forbidden(GatehouseError):
+    """The principal is not granted this."""
+
+    code = "FORBIDDEN"
+    status = 403
+
+
+class InvalidArgument(GatehouseError):
+    """An argument is out of range or malformed."""
+
+    code = "BAD_ARGUMENT"
+    status = 400
+
+    def __init__(self, argument: str, problem: str) -> None:
+        super().__init__(f"argument '{argument}': {problem}")
+        self.argument = argument
+
+    def extensions(self) -> dict[str, object]:
+        """The code and the argument's name."""
+        return {"code": self.code, "argument": self.argument}
+
+
+class QueryRejected(GatehouseError):
+    """The operation is refused before it runs (depth, cost, batch size)."""
+
+    code = "QUERY_REJECTED"
+    status = 400
+
+
+class SourceFailed(GatehouseError):
+    """A system of record failed and no cached value could stand in."""
+
+    status = 502
+
+    def __init__(self, error: SourceError) -> None:
+        super().__init__(str(error))
+        self.source = error.source
+        self.code = error.code
+        self.field = getattr(error, "field", None)
+
+    def extensions(self) -> dict[str, object]:
+        """The code, the failing source and, for bad data, the field."""
+        extensions: dict[str, object] = {"code": self.code, "source": self.source}
+        if self.field:
+            extensions["field"] = self.field
+        return extensions

@@ -1,0 +1,1 @@
+"""The GraphQL front door: typed context, entity types, queries and extensions."""

@@ -1,0 +1,65 @@
+"""The per-request GraphQL context: who is asking, the services, and request-scoped loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import strawberry
+from strawberry.dataloader import DataLoader
+from strawberry.fastapi import BaseContext
+
+from gateway.config import Classification
+from gateway.errors import Forbidden
+from gateway.principals import Principal
+from gateway.reads import Entry
+from gateway.services import Services
+
+_MASKED = {Classification.PII}
+
+
+@dataclass
+class Context(BaseContext):
+    """What every resolver reaches through `info.context` (FastAPI fills in the request)."""
+
+    services: Services
+    principal: Principal
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    masked: list[str] = field(default_factory=list)
+    _loaders: dict[tuple[str, float | None], DataLoader[str, Entry | None]] = field(
+        default_factory=dict
+    )
+    _grants: dict[tuple[str, str], bool] = field(default_factory=dict)
+
+    def loader(self, entity: str, max_age: float | None) -> DataLoader[str, Entry | None]:
+        """One batching loader per entity and maxAge, for this request."""
+        key = (entity, max_age)
+        if key not in self._loaders:
+            reads = self.services.reads
+
+            async def load(keys: list[str]) -> list[Entry | None | BaseException]:
+                return list(await reads.get_many(entity, keys, max_age=max_age))
+
+            self._loaders[key] = DataLoader(load_fn=load)
+        return self._loaders[key]
+
+    def require_read(self, entity: str) -> None:
+        """Raise Forbidden unless policy lets this principal read the entity."""
+        if not self._granted(entity, "read"):
+            raise Forbidden(f"{self.principal.id} may not read {entity}")
+
+    def visible(self, entity: str, field_name: str) -> bool:
+        """False when the field's classification is masked for this principal."""
+        classification = self.services.classification(entity, field_name)
+        if classification not in _MASKED:
+            return True
+        return self._granted(f"{classification.value}:{entity}", "read")
+
+    def _granted(self, obj: str, act: str) -> bool:
+        if (obj, act) not in self._grants:
+            decision = self.services.policy.decide(self.principal, obj, act)
+            self._grants[(obj, act)] = decision.allowed
+        return self._grants[(obj, act)]
+
+
+Info = strawberry.Info[Context, None]

@@ -1,0 +1,19 @@
+"""The GraphQL schema, with its limits and extensions."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.schema.config import StrawberryConfig
+
+from gateway.config import LimitsConfig
+from gateway.graphql.extensions import ErrorCodes, MaskedPaths, query_limits
+from gateway.graphql.queries import Query
+
+
+def build_schema(limits: LimitsConfig) -> strawberry.Schema:
+    """The schema, refusing over-limit operations before anything runs."""
+    return strawberry.Schema(
+        query=Query,
+        config=StrawberryConfig(batching_config={"max_operations": limits.max_operations}),
+        extensions=[query_limits(limits), ErrorCodes, MaskedPaths],
+    )

@@ -1,0 +1,178 @@
+"""The read path below GraphQL and MCP: cache, connector, freshness.
+
+    get_many(entity, keys, max_age)
+      1. cached entries young enough for max_age (or the entity's cache TTL) are served
+      2. the rest are read from the system of record in one round-trip, and cached
+      3. if the system fails, each key's last good value is served STALE with the error;
+         a key with nothing cached gets SourceFailed, naming the source
+
+Lists always go to the source (membership cannot be served from cache) and refresh the
+cache with every record they return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cachetools import TTLCache
+
+from gateway.config import EntityConfig
+from gateway.errors import InvalidArgument, SourceFailed
+from gateway.freshness import Freshness, Sla
+from gateway.pagination import decode_cursor, encode_cursor
+from sources.connector import Connector, Filters
+from sources.errors import InvalidPosition, SourceError
+from sources.records import Record
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A record with the provenance of this answer."""
+
+    entity: str
+    record: Record
+    freshness: Freshness
+
+
+@dataclass(frozen=True, slots=True)
+class EntryPage:
+    """One page of a list, with cursors."""
+
+    entries: list[Entry]
+    cursors: list[str]
+    has_next_page: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    record: Record
+    fetched_at: datetime
+
+
+class Reads:
+    """Serves entities from cache or their system of record, with freshness."""
+
+    def __init__(
+        self,
+        *,
+        entities: Mapping[str, EntityConfig],
+        connectors: Mapping[str, Connector],
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self._entities = entities
+        self._connectors = connectors
+        self._clock = clock
+        self._caches: dict[str, TTLCache[str, _Cached]] = {
+            name: TTLCache(maxsize=cfg.cache_size, ttl=cfg.keep_stale_for, timer=self._timestamp)
+            for name, cfg in entities.items()
+        }
+
+    def _timestamp(self) -> float:
+        return self._clock().timestamp()
+
+    def connector(self, entity: str) -> Connector:
+        """The connector of the entity's system of record."""
+        return self._connectors[self._entities[entity].source]
+
+    async def get(self, entity: str, key: str, *, max_age: float | None = None) -> Entry | None:
+        """One entry, or None for an unknown key; raises SourceFailed."""
+        (result,) = await self.get_many(entity, [key], max_age=max_age)
+        if isinstance(result, SourceFailed):
+            raise result
+        return result
+
+    async def get_many(
+        self, entity: str, keys: Sequence[str], *, max_age: float | None = None
+    ) -> list[Entry | None | SourceFailed]:
+        """Entries for `keys` in order: cache first, the rest in one round-trip."""
+        check_max_age(max_age)
+        limit = self._entities[entity].ttl if max_age is None else max_age
+        cache = self._caches[entity]
+        now = self._clock()
+        served: dict[str, Entry | None | SourceFailed] = {}
+        for key in keys:
+            hit = cache.get(key)
+            if hit is not None and (now - hit.fetched_at).total_seconds() <= limit:
+                served[key] = self._entry(entity, hit, cached=True)
+        missing = [key for key in dict.fromkeys(keys) if key not in served]
+        if missing:
+            served |= await self._read_through(entity, missing)
+        return [served[key] for key in keys]
+
+    async def _read_through(
+        self, entity: str, keys: list[str]
+    ) -> dict[str, Entry | None | SourceFailed]:
+        try:
+            records = await self.connector(entity).read_many(entity, keys)
+        except SourceError as error:
+            return {key: self._stand_in(entity, key, error) for key in keys}
+        fetched_at = self._clock()
+        result: dict[str, Entry | None | SourceFailed] = {}
+        for key in keys:
+            record = records.get(key)
+            result[key] = None if record is None else self._remember(entity, record, fetched_at)
+        return result
+
+    def _stand_in(self, entity: str, key: str, error: SourceError) -> Entry | SourceFailed:
+        """stale-if-error: the last good value, marked STALE with the error."""
+        last_good = self._caches[entity].get(key)
+        if last_good is None:
+            return SourceFailed(error)
+        return self._entry(entity, last_good, cached=True, error=str(error))
+
+    async def page(
+        self,
+        entity: str,
+        *,
+        filters: Filters,
+        search: str | None = None,
+        first: int,
+        after: str | None = None,
+    ) -> EntryPage:
+        """A page of entries read from the source; raises SourceFailed or InvalidArgument."""
+        position = decode_cursor(entity, after)
+        try:
+            page = await self.connector(entity).page(
+                entity, filters=filters, search=search, limit=first, after=position
+            )
+        except InvalidPosition as exc:
+            raise InvalidArgument("after", "not a cursor of this list") from exc
+        except SourceError as error:
+            raise SourceFailed(error) from error
+        fetched_at = self._clock()
+        entries = [self._remember(entity, record, fetched_at) for record in page.records]
+        cursors = [encode_cursor(entity, position) for position in page.positions]
+        return EntryPage(entries, cursors, page.has_more)
+
+    def evict(self, entity: str, keys: Sequence[str]) -> None:
+        """Forget cached records (after a write changed them)."""
+        for key in keys:
+            self._caches[entity].pop(key, None)
+
+    def _remember(self, entity: str, record: Record, fetched_at: datetime) -> Entry:
+        fresh = _Cached(record, fetched_at)
+        self._caches[entity][record.key] = fresh
+        return self._entry(entity, fresh, cached=False)
+
+    def _entry(self, entity: str, hit: _Cached, *, cached: bool, error: str | None = None) -> Entry:
+        config = self._entities[entity]
+        freshness = Freshness(
+            system=config.source,
+            fetched_at=hit.fetched_at,
+            source_updated_at=hit.record.updated_at,
+            version=hit.record.version,
+            cached=cached,
+            sla=Sla(config.warn_after, config.error_after),
+            error=error,
+        )
+        return Entry(entity, hit.record, freshness)
+
+
+def check_max_age(max_age: float | None) -> None:
+    """maxAge is seconds, zero or more."""
+    if max_age is not None and max_age < 0:
+        raise InvalidArgument("maxAge", f"must be 0 or more seconds, got {max_age:g}")

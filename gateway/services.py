@@ -1,0 +1,36 @@
+"""The frozen bundle of services built once by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.authz import Policy
+from gateway.config import Classification, GatewayConfig
+from gateway.principals import Authenticator
+from gateway.reads import Reads
+from gateway.settings import Settings
+from sources.connector import Connector
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a request needs, built once per process."""
+
+    settings: Settings
+    config: GatewayConfig
+    connectors: dict[str, Connector]
+    reads: Reads
+    policy: Policy
+    authenticator: Authenticator
+
+    def classification(self, entity: str, field: str) -> Classification:
+        """A field's classification; `field` may name a child's field as `child.field`."""
+        contract = self.config.entities[entity]
+        child, _, name = field.rpartition(".")
+        fields = contract.children[child].fields if child else contract.fields
+        return fields[name].classification
+
+    async def close(self) -> None:
+        """Release every connector's connections."""
+        for connector in self.connectors.values():
+            await connector.close()

@@ -1,0 +1,1 @@
+"""Connectors to systems of record. Stands alone: nothing here imports `gateway`."""

@@ -1,0 +1,111 @@
+"""The one small interface every connector implements, and the health it reports.
+
+    read(entity, key)                 -> Record | None
+    read_many(entity, keys)           -> {key: Record}        one round-trip
+    page(entity, filters, search, limit, after) -> Page        one round-trip
+    ping()                            -> None, or raises SourceError
+
+A connector is built once per system of record with the mappings of the entities it owns,
+and it times out every call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sources.errors import SourceError
+from sources.records import Record
+
+Filters = Mapping[str, object]  # field (or "child.field") -> value, or a list of values (IN)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list: records in order, each with its position, and whether more follow."""
+
+    records: list[Record]
+    positions: list[str]  # opaque to the gateway; `after=` takes one back
+    has_more: bool
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """Counters a connector keeps about its own calls: health at a glance."""
+
+    calls: int = 0
+    errors: int = 0
+    last_ok_at: datetime | None = None
+    last_error_at: datetime | None = None
+    last_error: str | None = None
+    seconds: float = 0.0
+    by_operation: dict[str, int] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def call(self, operation: str) -> AsyncIterator[None]:
+        """Count one round-trip to the system, and its outcome."""
+        self.calls += 1
+        self.by_operation[operation] = self.by_operation.get(operation, 0) + 1
+        started = time.perf_counter()
+        try:
+            yield
+        except SourceError as exc:
+            self.errors += 1
+            self.last_error_at = datetime.now(UTC)
+            self.last_error = str(exc)
+            raise
+        else:
+            self.last_ok_at = datetime.now(UTC)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    @property
+    def healthy(self) -> bool | None:
+        """True after a success, False after a failure, None before any call."""
+        if self.last_error_at is None:
+            return None if self.last_ok_at is None else True
+        return self.last_ok_at is not None and self.last_ok_at > self.last_error_at
+
+
+class Connector(Protocol):
+    """What the gateway needs from a system of record."""
+
+    name: str
+    kind: str
+    stats: SourceStats
+
+    def entities(self) -> Sequence[str]:
+        """The entities this connector is mapped to."""
+        ...
+
+    async def read(self, entity: str, key: str) -> Record | None:
+        """One record by key, or None when the system has no such record."""
+        ...
+
+    async def read_many(self, entity: str, keys: Sequence[str]) -> dict[str, Record]:
+        """The records that exist among `keys`, in one round-trip."""
+        ...
+
+    async def page(
+        self,
+        entity: str,
+        *,
+        filters: Filters,
+        search: str | None,
+        limit: int,
+        after: str | None,
+    ) -> Page:
+        """A page of records in key order, after a position from an earlier page."""
+        ...
+
+    async def ping(self) -> None:
+        """Check the system answers; raise a SourceError when it does not."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,160 @@
+"""Run the demo CRM (`python -m sources.demo.crm`) as a child process and stop it again."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+# The directory that holds the `sources` package, so the child imports this very code.
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_READY = re.compile(r"^CRM listening on (?P<url>http://[^\s:]+:(?P<port>\d+))$")
+_STOP_GRACE_SECONDS = 5.0
+
+
+class CrmProcess:
+    """The demo CRM serving one SQLite file in a child process; build it with `start`."""
+
+    def __init__(self, db_path: Path, *, host: str, timeout: float) -> None:
+        self._db_path = db_path.resolve()
+        self._host = host
+        self._timeout = timeout
+        self._port = 0
+        self._url = ""
+        self._process: subprocess.Popen[str] | None = None
+        self._reaper: weakref.finalize[[subprocess.Popen[str], IO[bytes]], CrmProcess] | None = None
+
+    @classmethod
+    def start(
+        cls, db_path: Path, *, port: int = 0, timeout: float = 15, host: str = "127.0.0.1"
+    ) -> CrmProcess:
+        """Start the CRM over `db_path` and wait until it listens; port 0 picks a free one."""
+        crm = cls(db_path, host=host, timeout=timeout)
+        crm._launch(port)
+        return crm
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. http://127.0.0.1:8765 (kept across restarts)."""
+        return self._url
+
+    @property
+    def port(self) -> int:
+        """The TCP port the CRM listens on (kept across restarts)."""
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        """Whether the child process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self) -> None:
+        """Ask the CRM to shut down; kill it if it has not within five seconds."""
+        if self._process is None:
+            return
+        self._process.terminate()
+        # Past the grace period, the reaper kills it.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=_STOP_GRACE_SECONDS)
+        self._reap()
+
+    def restart(self) -> None:
+        """Stop the CRM and start it again on the same port, so its URL stays valid."""
+        self.stop()
+        self._launch(self._port)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _launch(self, port: int) -> None:
+        # stderr goes to a file, not a pipe: nobody reads it while the CRM runs, and a full pipe
+        # would block the child; the file is read only to explain a failed start. It outlives
+        # this call, so no `with`: _reap_child closes it when the child is gone.
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        # The argv is our own interpreter and module with typed arguments, and no shell.
+        process = subprocess.Popen(  # noqa: S603
+            self._command(port),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=self._environment(),
+            text=True,
+        )
+        self._process = process
+        # Should the owner forget to stop it (a crashed test), the child dies with this object.
+        self._reaper = weakref.finalize(self, _reap_child, process, stderr)
+        line = _first_line(process, self._timeout)
+        ready = _READY.match(line.strip()) if line else None
+        if ready is None:
+            message = _start_failure(line, self._timeout)
+            output = self._reap()
+            raise RuntimeError(f"{message} (exit code {process.returncode}); stderr:\n{output}")
+        self._url, self._port = ready["url"], int(ready["port"])
+
+    def _command(self, port: int) -> list[str]:
+        # -P keeps the current directory off sys.path, so a stray `sources` there cannot shadow.
+        module = [sys.executable, "-P", "-m", "sources.demo.crm", "--db", str(self._db_path)]
+        return [*module, "--host", self._host, "--port", str(port)]
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        inherited = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_REPO_ROOT), inherited)))
+        return env
+
+    def _reap(self) -> str:
+        """Make sure the child is gone and its pipes closed; return what it wrote to stderr."""
+        reaper, self._reaper, self._process = self._reaper, None, None
+        output = reaper() if reaper is not None else None  # None too if it had already run
+        return output if isinstance(output, str) else ""
+
+
+def _reap_child(process: subprocess.Popen[str], stderr: IO[bytes]) -> str:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+    with stderr:
+        stderr.seek(0)
+        return stderr.read().decode(errors="replace")
+
+
+def _first_line(process: subprocess.Popen[str], timeout: float) -> str | None:
+    """The child's first stdout line ("" if it closed stdout), or None after `timeout` seconds."""
+    lines: queue.Queue[str] = queue.Queue(maxsize=1)
+    # readline() cannot time out portably, so it runs in a thread that ends with the pipe.
+    reader = threading.Thread(
+        target=lambda: lines.put(process.stdout.readline() if process.stdout else ""),
+        name="crm-ready-line",
+        daemon=True,
+    )
+    reader.start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        return None
+
+
+def _start_failure(line: str | None, timeout: float) -> str:
+    if line is None:
+        return f"the CRM did not report listening within {timeout} s"
+    if not line:
+        return "the CRM exited before listening"
+    return f"the CRM printed {line.strip()!r} instead of its ready line"

@@ -1,0 +1,277 @@
+"""The `sql` connector: any SQLAlchemy database, entities mapped to tables or views.
+
+One statement per call: a record and its children (order lines, stock per location) come
+back from one outer join over the parent rows, so a page of orders with their lines is one
+round-trip. Every statement runs under a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Integer, Row, Select, and_, cast, exists, func, literal, or_, select
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql import ColumnElement, TableClause, column, table
+
+from sources.connector import Filters, Page, SourceStats
+from sources.errors import SourceDataError, SourceError, SourceTimeout, SourceUnavailable
+from sources.records import ChildMapping, ConversionError, FieldMapping, Record, convert
+
+
+@dataclass(frozen=True, slots=True)
+class SqlEntity:
+    """How one entity is stored: its table or view, key, fields and at most one child list."""
+
+    name: str
+    table: str
+    key: str  # the name of the key field
+    fields: tuple[FieldMapping, ...]
+    children: tuple[ChildMapping, ...] = ()
+    updated_at: str | None = None  # the field holding the record's last-modified time
+    searchable: tuple[str, ...] = ()
+    schema: str | None = None
+
+    def field(self, name: str) -> FieldMapping:
+        """The mapping of one field, by name."""
+        for mapping in self.fields:
+            if mapping.name == name:
+                return mapping
+        raise ValueError(f"{self.name} has no field '{name}'")
+
+
+class SqlConnector:
+    """Reads entities from a SQL database through SQLAlchemy's async engine."""
+
+    kind = "sql"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str,
+        entities: Iterable[SqlEntity],
+        timeout: float = 5.0,
+        engine: AsyncEngine | None = None,
+    ) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.stats = SourceStats()
+        self._entities = {entity.name: entity for entity in entities}
+        for entity in self._entities.values():
+            if len(entity.children) > 1:
+                raise ValueError(f"{entity.name}: a SQL entity maps at most one child list")
+        self.engine = engine or create_async_engine(
+            url, pool_pre_ping=True, connect_args=_connect_args(url, timeout)
+        )
+
+    def entities(self) -> Sequence[str]:
+        """The entities this connector is mapped to."""
+        return list(self._entities)
+
+    async def read(self, entity: str, key: str) -> Record | None:
+        """One record by key, or None."""
+        return (await self.read_many(entity, [key])).get(key)
+
+    async def read_many(self, entity: str, keys: Sequence[str]) -> dict[str, Record]:
+        """The records that exist among `keys`, in one statement."""
+        mapping = self._entities[entity]
+        parents = _parent_select(mapping).where(_column(mapping, mapping.key).in_(list(keys)))
+        rows = await self._fetch("read_many", _with_children(mapping, parents))
+        return {record.key: record for record in self._records(mapping, rows)}
+
+    async def page(
+        self,
+        entity: str,
+        *,
+        filters: Filters,
+        search: str | None,
+        limit: int,
+        after: str | None,
+    ) -> Page:
+        """A page in key order; positions are the records' keys."""
+        mapping = self._entities[entity]
+        key = _column(mapping, mapping.key)
+        parents = _parent_select(mapping).where(*_conditions(mapping, filters, search))
+        if after is not None:
+            parents = parents.where(key > after)
+        parents = parents.order_by(key).limit(limit + 1)
+        rows = await self._fetch("page", _with_children(mapping, parents))
+        records = self._records(mapping, rows)
+        page = records[:limit]
+        return Page(page, [record.key for record in page], has_more=len(records) > limit)
+
+    async def ping(self) -> None:
+        """Run `SELECT 1`."""
+        await self._fetch("ping", select(literal(1)))
+
+    async def close(self) -> None:
+        """Dispose of the connection pool."""
+        await self.engine.dispose()
+
+    async def _fetch(self, operation: str, statement: Select[Any]) -> list[Row[Any]]:
+        async with (
+            self.stats.call(operation),
+            self._translated_errors(),
+            asyncio.timeout(self.timeout),
+            self.engine.connect() as connection,
+        ):
+            result = await connection.execute(statement)
+            return list(result.all())
+
+    @asynccontextmanager
+    async def _translated_errors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except SourceError:
+            raise
+        except TimeoutError as exc:
+            raise SourceTimeout(self.name, f"no answer within {self.timeout:g}s") from exc
+        except (DBAPIError, OSError) as exc:
+            raise SourceUnavailable(self.name, _short(exc)) from exc
+        except SQLAlchemyError as exc:
+            raise SourceUnavailable(self.name, _short(exc)) from exc
+
+    def _records(self, mapping: SqlEntity, rows: Sequence[Row[Any]]) -> list[Record]:
+        records: dict[str, dict[str, Any]] = {}
+        child = mapping.children[0] if mapping.children else None
+        for row in rows:
+            values = row._mapping
+            key = str(values[f"p__{mapping.key}"])
+            if key not in records:
+                records[key] = self._convert_fields(mapping.name, mapping.fields, values, "p__")
+                if child is not None:
+                    records[key][child.name] = []
+            if child is not None and values["c__parent"] is not None:
+                prefix = f"{mapping.name}.{child.name}"
+                records[key][child.name].append(
+                    self._convert_fields(prefix, child.fields, values, "c__")
+                )
+        return [self._record(mapping, key, data) for key, data in records.items()]
+
+    def _record(self, mapping: SqlEntity, key: str, data: dict[str, Any]) -> Record:
+        updated_at = data.get(mapping.updated_at) if mapping.updated_at else None
+        return Record(key=key, data=data, updated_at=updated_at)
+
+    def _convert_fields(
+        self, where: str, fields: Iterable[FieldMapping], values: Mapping[Any, Any], prefix: str
+    ) -> dict[str, Any]:
+        converted: dict[str, Any] = {}
+        for mapping in fields:
+            try:
+                converted[mapping.name] = convert(values[prefix + mapping.name], mapping)
+            except ConversionError as exc:
+                field = f"{where}.{mapping.name}"
+                raise SourceDataError(self.name, f"field {field}: {exc}", field=field) from exc
+        return converted
+
+
+def _connect_args(url: str, timeout: float) -> dict[str, Any]:
+    if url.startswith("postgresql+asyncpg"):
+        return {"timeout": timeout, "command_timeout": timeout}
+    if url.startswith("sqlite"):
+        return {"timeout": timeout}
+    return {}
+
+
+@functools.cache
+def _table(
+    name: str, schema: str | None, fields: tuple[FieldMapping, ...], *extra: str
+) -> TableClause:
+    # One clause object per table: SQLAlchemy tells tables apart by identity, and two
+    # clauses for one table in a statement would put it twice in FROM.
+    names = dict.fromkeys([*(mapping.at for mapping in fields), *extra])
+    return table(name, *(column(name) for name in names), schema=schema)
+
+
+def _parent_table(mapping: SqlEntity) -> TableClause:
+    return _table(mapping.table, mapping.schema, mapping.fields)
+
+
+def _column(mapping: SqlEntity, field: str) -> ColumnElement[Any]:
+    return _parent_table(mapping).c[mapping.field(field).at]
+
+
+def _parent_select(mapping: SqlEntity) -> Select[Any]:
+    parent = _parent_table(mapping)
+    return select(*(parent.c[f.at].label(f"p__{f.name}") for f in mapping.fields))
+
+
+def _with_children(mapping: SqlEntity, parents: Select[Any]) -> Select[Any]:
+    """Join the child rows onto the selected parents in the same statement."""
+    key_label = f"p__{mapping.key}"
+    if not mapping.children:
+        return parents.order_by(parents.selected_columns[key_label])
+    child = mapping.children[0]
+    parent_rows = parents.subquery("parent")
+    child_table = _table(child.at, mapping.schema, child.fields, child.parent_key)
+    columns = [child_table.c[f.at].label(f"c__{f.name}") for f in child.fields]
+    columns_of = {f.name: f.at for f in child.fields}
+    join = parent_rows.outerjoin(
+        child_table, child_table.c[child.parent_key] == parent_rows.c[key_label]
+    )
+    return (
+        select(parent_rows, child_table.c[child.parent_key].label("c__parent"), *columns)
+        .select_from(join)
+        .order_by(parent_rows.c[key_label], *(child_table.c[columns_of[n]] for n in child.order_by))
+    )
+
+
+def _conditions(
+    mapping: SqlEntity, filters: Filters, search: str | None
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    child_filters: dict[str, dict[str, object]] = {}
+    for name, value in filters.items():
+        if "." in name:
+            child, field = name.split(".", 1)
+            child_filters.setdefault(child, {})[field] = value
+        else:
+            conditions.append(_match(_parent_table(mapping), mapping.field(name), value))
+    for child_name, by_field in child_filters.items():
+        conditions.append(_child_exists(mapping, child_name, by_field))
+    if search:
+        conditions.append(_search(mapping, search))
+    return conditions
+
+
+def _match(source: TableClause, mapping: FieldMapping, value: object) -> ColumnElement[bool]:
+    target = source.c[mapping.at]
+    if mapping.type == "bool":
+        # Booleans are stored as BOOLEAN or as 0/1 depending on the database; compare as 0/1.
+        return cast(target, Integer) == int(bool(value))
+    if isinstance(value, list | tuple | set | frozenset):
+        return target.in_(list(value))
+    return target == value
+
+
+def _child_exists(
+    mapping: SqlEntity, child_name: str, by_field: Mapping[str, object]
+) -> ColumnElement[bool]:
+    child = next((c for c in mapping.children if c.name == child_name), None)
+    if child is None:
+        raise ValueError(f"{mapping.name} has no child list '{child_name}'")
+    child_table = _table(child.at, mapping.schema, child.fields, child.parent_key)
+    fields = {f.name: f for f in child.fields}
+    matches = [_match(child_table, fields[name], value) for name, value in by_field.items()]
+    parent_key = _column(mapping, mapping.key)
+    return exists().where(child_table.c[child.parent_key] == parent_key, and_(*matches))
+
+
+def _search(mapping: SqlEntity, text: str) -> ColumnElement[bool]:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped.lower()}%"
+    columns = [_column(mapping, name) for name in mapping.searchable or (mapping.key,)]
+    return or_(*(func.lower(c).like(pattern, escape="\\") for c in columns))
+
+
+def _short(exc: BaseException) -> str:
+    # The driver's first line says what went wrong; the rest is SQL and parameters,
+    # which may hold customer data and must not travel into errors or logs.
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
