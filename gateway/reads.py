@@ -87,16 +87,17 @@ class Reads:
 
     async def get_many(
         self, entity: str, keys: Sequence[str], *, max_age: float | None = None
-    ) -> list[Entry | None | SourceFailed]:
+    ) -> list[Entry | SourceFailed | None]:
         """Entries for `keys` in order: cache first, the rest in one round-trip."""
         check_max_age(max_age)
         limit = self._entities[entity].ttl if max_age is None else max_age
         cache = self._caches[entity]
         now = self._clock()
-        served: dict[str, Entry | None | SourceFailed] = {}
+        served: dict[str, Entry | SourceFailed | None] = {}
         for key in keys:
             hit = cache.get(key)
-            if hit is not None and (now - hit.fetched_at).total_seconds() <= limit:
+            # maxAge 0 means "read through", even for a value fetched this very instant.
+            if hit is not None and limit > 0 and (now - hit.fetched_at).total_seconds() <= limit:
                 served[key] = self._entry(entity, hit, cached=True)
         missing = [key for key in dict.fromkeys(keys) if key not in served]
         if missing:
@@ -105,13 +106,13 @@ class Reads:
 
     async def _read_through(
         self, entity: str, keys: list[str]
-    ) -> dict[str, Entry | None | SourceFailed]:
+    ) -> dict[str, Entry | SourceFailed | None]:
         try:
             records = await self.connector(entity).read_many(entity, keys)
         except SourceError as error:
             return {key: self._stand_in(entity, key, error) for key in keys}
         fetched_at = self._clock()
-        result: dict[str, Entry | None | SourceFailed] = {}
+        result: dict[str, Entry | SourceFailed | None] = {}
         for key in keys:
             record = records.get(key)
             result[key] = None if record is None else self._remember(entity, record, fetched_at)

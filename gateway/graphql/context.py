@@ -37,7 +37,7 @@ class Context(BaseContext):
         if key not in self._loaders:
             reads = self.services.reads
 
-            async def load(keys: list[str]) -> list[Entry | None | BaseException]:
+            async def load(keys: list[str]) -> list[Entry | BaseException | None]:
                 return list(await reads.get_many(entity, keys, max_age=max_age))
 
             self._loaders[key] = DataLoader(load_fn=load)

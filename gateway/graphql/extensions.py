@@ -22,7 +22,6 @@ from graphql import (
     ListValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationContext,
     ValidationRule,
 )
 from strawberry.extensions import AddValidationRules, SchemaExtension

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime
 from enum import Enum
 from typing import Annotated
@@ -253,10 +254,9 @@ def _contract(name: str, cfg: EntityConfig) -> EntityContract:
 
 
 async def _ping(connector: Connector) -> None:
-    try:
+    # A failure is recorded in the connector's stats, which is what gets reported.
+    with contextlib.suppress(SourceError):
         await connector.ping()
-    except SourceError:
-        pass  # recorded in the connector's stats, which is what gets reported
 
 
 def _health(connector: Connector) -> SourceHealth:

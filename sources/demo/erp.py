@@ -10,7 +10,8 @@ Money is stored as integer minor units (cents) so it stays exact on SQLite too; 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -260,67 +261,28 @@ def _table(metadata: MetaData, name: str) -> Table:
     return metadata.tables[key]
 
 
-def _rows(estate: Estate) -> Mapping[str, list[dict[str, Any]]]:
+def _rows(estate: Estate) -> dict[str, list[dict[str, Any]]]:
     """Insert parameters per table, in foreign-key order."""
-    return {
-        "locations": [{"code": loc.code, "name": loc.name} for loc in estate.locations],
-        "accounts": [
-            {
-                "customer_id": account.customer_id,
-                "currency": account.currency,
-                "credit_limit_cents": to_cents(account.credit_limit),
-                "payment_terms_days": account.payment_terms_days,
-                "updated_at": account.updated_at,
-            }
-            for account in estate.accounts
-        ],
-        "items": [
-            {
-                "sku": item.sku,
-                "name": item.name,
-                "description": item.description,
-                "unit_price_cents": to_cents(item.unit_price),
-                "currency": item.currency,
-                "active": item.active,
-                "updated_at": item.updated_at,
-            }
-            for item in estate.items
-        ],
-        "stock_levels": [vars(level) for level in estate.stock_levels],
-        "orders": [
-            {
-                "id": order.id,
-                "customer_id": order.customer_id,
-                "status": order.status,
-                "currency": order.currency,
-                "total_cents": to_cents(order.total),
-                "placed_at": order.placed_at,
-                "updated_at": order.updated_at,
-            }
-            for order in estate.orders
-        ],
-        "order_lines": list(_order_lines(estate)),
-        "invoices": [_money_row(vars(invoice), "amount") for invoice in estate.invoices],
-        "payments": [_money_row(vars(payment), "amount") for payment in estate.payments],
-        "credit_notes": [_money_row(vars(note), "amount") for note in estate.credit_notes],
+    tables: dict[str, Sequence[object]] = {
+        "locations": estate.locations,
+        "accounts": estate.accounts,
+        "items": estate.items,
+        "stock_levels": estate.stock_levels,
+        "orders": estate.orders,
+        "order_lines": [line for order in estate.orders for line in order.lines],
+        "invoices": estate.invoices,
+        "payments": estate.payments,
+        "credit_notes": estate.credit_notes,
     }
+    return {name: [_row(record) for record in records] for name, records in tables.items()}
 
 
-def _order_lines(estate: Estate) -> Iterable[dict[str, Any]]:
-    for order in estate.orders:
-        for line in order.lines:
-            yield {
-                "order_id": line.order_id,
-                "line_no": line.line_no,
-                "sku": line.sku,
-                "quantity": line.quantity,
-                "unit_price_cents": to_cents(line.unit_price),
-                "line_total_cents": to_cents(line.line_total),
-            }
-
-
-def _money_row(row: dict[str, Any], field: str) -> dict[str, Any]:
-    """The row with its Decimal `field` replaced by `<field>_cents`."""
-    converted = {key: value for key, value in row.items() if key != field}
-    converted[f"{field}_cents"] = to_cents(row[field])
-    return converted
+def _row(record: object) -> dict[str, Any]:
+    """A record's columns: each Decimal field `x` becomes integer cents in `x_cents`."""
+    row: dict[str, Any] = {}
+    for field, value in vars(record).items():
+        if isinstance(value, Decimal):
+            row[f"{field}_cents"] = to_cents(value)
+        elif not isinstance(value, tuple):  # nested records (an order's lines) have own tables
+            row[field] = value
+    return row

@@ -1,0 +1,40 @@
+"""Shared fixtures: one demo estate (ERP file + CRM process) per test session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.config import GatewayConfig
+from gateway.demo import DemoEstate, running_estate
+from gateway.services import Services
+from tests.factories import services_for
+
+
+@pytest.fixture(scope="session")
+def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoEstate]:
+    """The demo estate, seeded once: ERP in a SQLite file, CRM in its own process."""
+    with running_estate(tmp_path_factory.mktemp("estate")) as running:
+        yield running
+
+
+@pytest.fixture
+def config(estate: DemoEstate) -> GatewayConfig:
+    """The demo configuration over the session's estate."""
+    return estate.config()
+
+
+@pytest.fixture
+async def services(config: GatewayConfig) -> AsyncIterator[Services]:
+    """Fresh services (empty caches, zeroed counters) over the estate."""
+    built = services_for(config)
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    """The repository's root directory."""
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,136 @@
+"""Small builders the tests share: configs, services, a GraphQL runner and a live server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import create_async_engine
+from strawberry.types import ExecutionResult
+
+from gateway.app import build_services
+from gateway.config import GatewayConfig
+from gateway.graphql.context import Context
+from gateway.graphql.schema import build_schema
+from gateway.services import Services
+from gateway.settings import Settings
+
+POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_reachable() -> bool:
+    """True when the PostgreSQL server answers on 127.0.0.1:5432."""
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_postgres() -> None:
+    """Skip without PostgreSQL, except under CI, where it must run."""
+    import pytest
+
+    if not postgres_reachable():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL on 127.0.0.1:5432 is required under CI")
+        pytest.skip("PostgreSQL on 127.0.0.1:5432 is unreachable (and CI is not set)")
+
+
+def new_schema_name() -> str:
+    """A PostgreSQL schema name no other test uses."""
+    return f"gh_test_{uuid.uuid4().hex[:12]}"
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop a test schema and everything in it."""
+
+    async def drop() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as connection:
+            await connection.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        await engine.dispose()
+
+    asyncio.run(drop())
+
+
+def with_source(config: GatewayConfig, name: str, **changes: Any) -> GatewayConfig:
+    """The config with one source's settings changed (url, timeout, schema...)."""
+    source = config.sources[name].model_copy(update=changes)
+    return config.model_copy(update={"sources": {**config.sources, name: source}})
+
+
+def services_for(config: GatewayConfig) -> Services:
+    """The gateway's services over a config, as the app builds them."""
+    return build_services(Settings(), config)
+
+
+async def run_query(
+    services: Services,
+    query: str,
+    *,
+    principal: str = "olivia",
+    variables: dict[str, Any] | None = None,
+) -> ExecutionResult:
+    """Execute a GraphQL document with a real context, as `principal`."""
+    caller = services.authenticator.principal(principal)
+    assert caller is not None, principal
+    schema = build_schema(services.config.limits)
+    context = Context(services=services, principal=caller)
+    return await schema.execute(query, variable_values=variables, context_value=context)
+
+
+def source_calls(services: Services) -> int:
+    """Round-trips made to every system of record so far."""
+    return sum(connector.stats.calls for connector in services.connectors.values())
+
+
+class LiveServer:
+    """An app served by uvicorn on a free loopback port, in a background thread."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        socket_ = self.server.servers[0].sockets[0]
+        return f"http://127.0.0.1:{socket_.getsockname()[1]}"
+
+    def start(self) -> None:
+        """Start and wait until it accepts requests."""
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop and wait for the thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@contextmanager
+def live_server(app: FastAPI) -> Iterator[LiveServer]:
+    """Serve `app` on loopback for the duration of the block."""
+    server = LiveServer(app)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
