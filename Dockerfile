@@ -1,0 +1,12 @@
+# Mirrors the README's install; serves the gateway for a mounted configuration file.
+FROM python:3.11-slim
+WORKDIR /app
+COPY . /app
+RUN pip install --no-cache-dir -e . \
+    && useradd --system --uid 10001 --home-dir /app gatehouse
+USER gatehouse
+ENV GATEHOUSE_CONFIG=/etc/gatehouse/gatehouse.toml \
+    GATEHOUSE_HOST=0.0.0.0 \
+    GATEHOUSE_PORT=8000
+EXPOSE 8000
+CMD ["gatehouse", "serve"]

@@ -1,0 +1,97 @@
+"""Configuration: validated at start-up, with errors naming the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config
+from gateway.demo import CONFIG_TEMPLATE, DemoEstate
+from gateway.errors import ConfigError
+
+
+@pytest.fixture
+def environ(estate: DemoEstate) -> dict[str, str]:
+    return estate.environ()
+
+
+def write_variant(tmp_path: Path, old: str, new: str) -> Path:
+    """The demo config with one piece of text replaced, next to a link to the policies."""
+    text = CONFIG_TEMPLATE.read_text(encoding="utf-8")
+    assert old in text, old
+    path = tmp_path / "gatehouse.toml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def test_demo_config_loads_with_every_field_contracted(environ: dict[str, str]) -> None:
+    config = load_config(CONFIG_TEMPLATE, environ=environ)
+    assert set(config.entities) == {"Customer", "InventoryItem", "Order", "Balance"}
+    assert config.entities["Customer"].warn_after == 600
+    assert config.policy_path("model").is_file()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('warn_after = "10m"', 'warn_afer = "10m"', "entities.Customer.warn_afer: unknown key"),
+        ('kind = "sql"', 'kind = "mysql"', "sources.erp.kind"),
+        ('error_after = "1h"', 'error_after = "soon"', "entities.Customer.error_after"),
+        (
+            'email = { classification = "pii"',
+            'email = { classification = "secret"',
+            "entities.Customer.fields.email.classification",
+        ),
+        (
+            'email = { classification = "pii"',
+            'email = { system = "erp", classification = "pii"',
+            "two systems of record",
+        ),
+        ('source = "crm"', 'source = "salesforce"', "no source named 'salesforce'"),
+        ('on_behalf_of = "olivia"', 'on_behalf_of = "storefront"', "not a human principal"),
+        ('key = "sku"', 'key = "sku_code"', "'sku_code' is not one of this entity's fields"),
+    ],
+)
+def test_config_with_mistake_names_the_key(
+    tmp_path: Path, environ: dict[str, str], old: str, new: str, expected: str
+) -> None:
+    path = write_variant(tmp_path, old, new)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ=environ)
+    assert str(path) in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_config_missing_environment_variable_names_it(environ: dict[str, str]) -> None:
+    del environ["GATEHOUSE_CRM_URL"]
+    with pytest.raises(
+        ConfigError,
+        match=r"sources\.crm\.url: environment variable "
+        "GATEHOUSE_CRM_URL is not set",
+    ):
+        load_config(CONFIG_TEMPLATE, environ=environ)
+
+
+def test_config_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[sources.erp\nkind = 'sql'\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_serve_with_typo_exits_2_naming_the_key(tmp_path: Path, environ: dict[str, str]) -> None:
+    path = write_variant(tmp_path, "cache_size = 20000", "cache_sise = 20000")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", "0"],
+        env={**environ, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "entities.Customer.cache_sise: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
