@@ -1,12 +1,14 @@
 """Casbin, wrapped once behind a typed `Decision`: who may do what, with which outcome.
 
 The model (`policies/model.conf`) is first-match-wins with deny by default. Each rule
-carries the gateway's outcome (`allow`, `deny`, `review`) and a rule id, so every decision
-can say which rule made it.
+carries the gateway's outcome (`allow`, `deny`, `review`, `review:N`), a rule code and a
+reason, so every decision can say which rule made it and why. The policy's version is the
+digest of its files: an approval is bound to the version that decided the action.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import casbin
 
 from gateway.principals import Principal
 
-DEFAULT_DENY = "default-deny"
+DEFAULT_DENY = "DEFAULT_DENY"
 
 
 class Outcome(StrEnum):
@@ -32,10 +34,13 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Policy's answer and the rule that gave it."""
+    """Policy's answer, the rule that gave it and why."""
 
     outcome: Outcome
     rule: str
+    reason: str
+    policy_version: str
+    approvals_required: int = 0
 
     @property
     def allowed(self) -> bool:
@@ -44,50 +49,69 @@ class Decision:
 
 
 class Policy:
-    """The loaded Casbin policy; reloadable from its files without a restart."""
+    """The loaded Casbin policy; reloaded from its files when they change."""
 
     def __init__(self, model: Path, policy: Path, roles: Mapping[str, Sequence[str]]) -> None:
         self.model_path = model
         self.policy_path = policy
         self._roles = roles
         self._lock = threading.Lock()
-        self._enforcer = self._load()
+        self._enforcer, self.version = self._load()
 
-    def _load(self) -> casbin.Enforcer:
+    def _load(self) -> tuple[casbin.Enforcer, str]:
         # Roles are assigned to principals in the configuration; the policy file says what
         # each role may do. Both meet here, in memory only.
+        version = policy_version(self.model_path, self.policy_path)
         enforcer = casbin.Enforcer(str(self.model_path), str(self.policy_path))
         for principal, roles in self._roles.items():
             for role in roles:
                 enforcer.add_role_for_user(principal, f"role:{role}")
-        return enforcer
+        return enforcer, version
 
     def decide(
-        self, principal: Principal, obj: str, act: str, inp: dict[str, Any] | None = None
+        self, principal: Principal, obj: str, act: str, inp: Mapping[str, Any] | None = None
     ) -> Decision:
         """Decide one request; no matching rule is a deny."""
         subject = SimpleNamespace(
             **principal.attributes, id=principal.id, kind=principal.kind.value
         )
         with self._lock:
+            self._ensure_kind_role(principal)
             matched, explain = self._enforcer.enforce_ex(
                 subject, obj, act, SimpleNamespace(**(inp or {}))
             )
+            version = self.version
         if not explain:
-            return Decision(Outcome.DENY, DEFAULT_DENY)
-        outcome = Outcome(explain[5]) if matched else Outcome.DENY
-        return Decision(outcome, explain[6])
+            return Decision(Outcome.DENY, DEFAULT_DENY, "No rule allows this", version)
+        outcome, _, count = str(explain[5]).partition(":")
+        decided = Outcome(outcome) if matched else Outcome.DENY
+        required = (int(count) if count else 1) if decided is Outcome.REVIEW else 0
+        return Decision(decided, explain[6], explain[7], version, required)
+
+    def _ensure_kind_role(self, principal: Principal) -> None:
+        # Principals may come from configuration or a token; either way the role of
+        # their kind (role:agent, ...) is what "agents may never..." rules match on.
+        role = f"role:{principal.kind.value}"
+        if not self._enforcer.has_role_for_user(principal.id, role):
+            self._enforcer.add_role_for_user(principal.id, role)
 
     def can_read(self, principal: Principal, entity: str) -> bool:
         """May this principal read the entity at all?"""
         return self.decide(principal, entity, "read").allowed
 
-    def can_read_classified(self, principal: Principal, entity: str, classification: str) -> bool:
-        """May this principal see fields of this classification (e.g. `pii`) unmasked?"""
-        return self.decide(principal, f"{classification}:{entity}", "read").allowed
-
-    def reload(self) -> None:
-        """Load the policy files again."""
-        enforcer = self._load()
+    def reload_if_changed(self) -> str | None:
+        """Reload when the files changed; the previous version if it did, else None."""
+        if policy_version(self.model_path, self.policy_path) == self.version:
+            return None
+        enforcer, version = self._load()
         with self._lock:
-            self._enforcer = enforcer
+            previous, self._enforcer, self.version = self.version, enforcer, version
+        return previous
+
+
+def policy_version(*paths: Path) -> str:
+    """The digest of the policy files: it changes whenever any rule does."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

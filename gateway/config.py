@@ -187,6 +187,13 @@ class LimitsConfig(Strict):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
+class WritesConfig(Strict):
+    """How long pending approvals and idempotency keys live."""
+
+    approval_ttl: Seconds = 86400.0
+    idempotency_ttl: Seconds = 7 * 86400.0
+
+
 class GatewayConfig(Strict):
     """The whole configuration file."""
 
@@ -196,6 +203,7 @@ class GatewayConfig(Strict):
     auth: AuthConfig = AuthConfig()
     policy: PolicyConfig = PolicyConfig()
     limits: LimitsConfig = LimitsConfig()
+    writes: WritesConfig = WritesConfig()
     base_dir: Path = Path()
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ def _connector(name: str, source: SourceConfig, entities: dict[str, EntityConfig
             name,
             url=source.url,
             timeout=source.timeout,
+            schema=source.db_schema,
             entities=[_sql_entity(e, cfg, source.db_schema) for e, cfg in entities.items()],
         )
     return HttpConnector(

@@ -51,6 +51,10 @@ class Authenticator:
         """A configured principal by id."""
         return self._principals.get(principal_id)
 
+    def all(self) -> list[Principal]:
+        """Every configured principal."""
+        return list(self._principals.values())
+
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal named by a `Bearer` API key or JWT; Unauthenticated otherwise."""
         scheme, _, token = (authorization or "").partition(" ")

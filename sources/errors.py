@@ -4,6 +4,7 @@
     ├── SourceUnavailable        could not connect, or the connection broke
     ├── SourceTimeout            no answer within the call's timeout
     ├── SourceRejected           the system answered and refused (4xx, constraint)
+    │   └── SourceConflict       the record changed since the version a write was based on
     └── SourceDataError          the answer could not be understood (bad JSON, wrong type)
 
 Each carries the source's name, so the gateway can say which system failed.
@@ -39,6 +40,16 @@ class SourceRejected(SourceError):
     """The source answered with a refusal."""
 
     code = "SOURCE_REJECTED"
+
+
+class SourceConflict(SourceRejected):
+    """The record changed since the version the write was based on."""
+
+    code = "SOURCE_CONFLICT"
+
+    def __init__(self, source: str, message: str, *, current_version: str | None) -> None:
+        super().__init__(source, message)
+        self.current_version = current_version
 
 
 class SourceDataError(SourceError):

@@ -10,18 +10,21 @@ and undecodable bodies become the matching SourceError, naming the source and th
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import json as jsonlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
+from urllib.parse import quote
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from sources.connector import Filters, Page, SourceStats
 from sources.errors import (
     InvalidPosition,
+    SourceConflict,
     SourceDataError,
     SourceError,
     SourceRejected,
@@ -51,6 +54,7 @@ class HttpEntity:
     filter_params: Mapping[str, str] = field(default_factory=dict)
     updated_at: str | None = None
     version: str | None = None  # a field holding the system's own version tag (an ETag)
+    total: str | None = "total"  # where a list answer says how many records match in all
 
 
 class HttpConnector:
@@ -67,8 +71,10 @@ class HttpConnector:
         timeout: float = 5.0,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        write_attempts: int = 3,
     ) -> None:
         self.name = name
+        self.write_attempts = write_attempts
         self.url = url
         self.timeout = timeout
         self.stats = SourceStats()
@@ -84,8 +90,10 @@ class HttpConnector:
     async def read(self, entity: str, key: str) -> Record | None:
         """One record by key, or None on 404."""
         mapping = self._entities[entity]
-        body = await self._get("read", mapping.one.format(key=key), {}, missing_ok=True)
-        return None if body is None else self._record(mapping, body)
+        body = await self._get(
+            "read", _path(mapping.one, key), {}, lambda b: self._record(mapping, b), missing_ok=True
+        )
+        return cast(Record | None, body)
 
     async def read_many(self, entity: str, keys: Sequence[str]) -> dict[str, Record]:
         """The records that exist among `keys`: one request per `max_batch` keys."""
@@ -95,9 +103,10 @@ class HttpConnector:
         for start in range(0, len(unique), mapping.max_batch):
             batch = unique[start : start + mapping.max_batch]
             params = {mapping.many_param: ",".join(batch)}
-            body = await self._get("read_many", mapping.many, params)
-            for record in self._records(mapping, body):
-                found[record.key] = record
+            records = await self._get(
+                "read_many", mapping.many, params, lambda b: self._records(mapping, b)
+            )
+            found |= {record.key: record for record in records}
         return found
 
     async def page(
@@ -109,15 +118,23 @@ class HttpConnector:
         limit: int,
         after: str | None,
     ) -> Page:
-        """A page in the API's order; positions are offsets."""
+        """A page in the API's order; positions are offsets.
+
+        With a `total` in the answer, exactly `limit` records are asked for (APIs cap the
+        page size); without one, one more, to learn whether another page follows.
+        """
         mapping = self._entities[entity]
         offset = _offset_after(after)
+        ask = limit if mapping.total else limit + 1
         params = _list_params(mapping, filters, search)
-        params |= {mapping.limit_param: str(limit + 1), mapping.offset_param: str(offset)}
-        records = self._records(mapping, await self._get("page", mapping.list, params))
+        params |= {mapping.limit_param: str(ask), mapping.offset_param: str(offset)}
+        records, total = await self._get(
+            "page", mapping.list, params, lambda b: (self._records(mapping, b), _total(mapping, b))
+        )
         page = records[:limit]
         positions = [str(offset + index) for index in range(len(page))]
-        return Page(page, positions, has_more=len(records) > limit)
+        more = offset + len(page) < total if total is not None else len(records) > limit
+        return Page(page, positions, has_more=more)
 
     async def ping(self) -> None:
         """GET the API's root list with limit 1."""
@@ -128,20 +145,87 @@ class HttpConnector:
         """Close the pooled client."""
         await self.client.aclose()
 
+    async def update(
+        self,
+        entity: str,
+        key: str,
+        changes: Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        if_version: str | None = None,
+    ) -> Record:
+        """PATCH one record; retried on transport failures with the same idempotency key.
+
+        The system sees the key on every attempt, so a retry after a lost response does
+        not apply the change twice. A stale `if_version` raises SourceConflict.
+        """
+        mapping = self._entities[entity]
+        headers = {"Idempotency-Key": idempotency_key}
+        if if_version is not None:
+            headers["If-Match"] = f'"{if_version}"'
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.write_attempts),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            retry=retry_if_exception_type((SourceUnavailable, SourceTimeout)),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                path = _path(mapping.one, key)
+                record: Record = await self._send(
+                    "update",
+                    "PATCH",
+                    path,
+                    json=dict(changes),
+                    headers=headers,
+                    parse=lambda b: self._record(mapping, b),
+                )
+        return record
+
     async def _get(
-        self, operation: str, path: str, params: Mapping[str, str], *, missing_ok: bool = False
+        self,
+        operation: str,
+        path: str,
+        params: Mapping[str, str],
+        parse: Callable[[Any], Any] = lambda body: body,
+        *,
+        missing_ok: bool = False,
     ) -> Any:
+        return await self._send(
+            operation, "GET", path, params=params, parse=parse, missing_ok=missing_ok
+        )
+
+    async def _send(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        parse: Callable[[Any], Any] = lambda body: body,
+        missing_ok: bool = False,
+    ) -> Any:
+        # Parsing happens inside the counted call, so malformed data counts as an error.
         async with self.stats.call(operation), self._translated_errors():
-            response = await self.client.get(path, params=params)
+            response = await self.client.request(
+                method, path, params=params, json=json, headers=headers
+            )
             if missing_ok and response.status_code == 404:
                 return None
             self._check_status(response)
             try:
-                return json.loads(response.content, parse_float=Decimal)
+                body = jsonlib.loads(response.content, parse_float=Decimal)
             except ValueError as exc:
                 raise SourceDataError(self.name, f"{operation}: response is not JSON") from exc
+            return parse(body)
 
     def _check_status(self, response: httpx.Response) -> None:
+        if response.status_code == 412:
+            raise SourceConflict(
+                self.name, "the record changed since it was read", current_version=_etag(response)
+            )
         if response.status_code >= 500:
             raise SourceUnavailable(self.name, f"HTTP {response.status_code}")
         if response.status_code >= 400:
@@ -182,7 +266,9 @@ class HttpConnector:
             return []
         if not isinstance(rows, list):
             raise SourceDataError(
-                self.name, f"field {entity}.{child.name}: expected a list", field=child.name
+                self.name,
+                f"field {entity}.{child.name}: expected a list",
+                field=f"{entity}.{child.name}",
             )
         return [self._fields(f"{entity}.{child.name}", child.fields, row) for row in rows]
 
@@ -208,10 +294,25 @@ def _at(body: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+def _total(mapping: HttpEntity, body: Any) -> int | None:
+    value = body.get(mapping.total) if mapping.total and isinstance(body, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _path(template: str, key: str) -> str:
+    # A key is data: "/" or "?" in it must not change which resource is asked for.
+    return template.format(key=quote(key, safe=""))
+
+
+def _etag(response: httpx.Response) -> str | None:
+    tag = response.headers.get("etag")
+    return tag.removeprefix("W/").strip('"') if tag else None
+
+
 def _offset_after(after: str | None) -> int:
     if after is None:
         return 0
-    if not after.isdigit():
+    if not (after.isascii() and after.isdecimal()):
         raise InvalidPosition(after)
     return int(after) + 1
 

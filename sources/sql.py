@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Integer, Row, Select, and_, cast, exists, func, literal, or_, select
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import ColumnElement, TableClause, column, table
 
 from sources.connector import Filters, Page, SourceStats
-from sources.errors import SourceDataError, SourceError, SourceTimeout, SourceUnavailable
+from sources.errors import (
+    SourceDataError,
+    SourceError,
+    SourceRejected,
+    SourceTimeout,
+    SourceUnavailable,
+)
 from sources.records import ChildMapping, ConversionError, FieldMapping, Record, convert
 
 
@@ -57,10 +63,12 @@ class SqlConnector:
         url: str,
         entities: Iterable[SqlEntity],
         timeout: float = 5.0,
+        schema: str | None = None,
         engine: AsyncEngine | None = None,
     ) -> None:
         self.name = name
         self.timeout = timeout
+        self.schema = schema
         self.stats = SourceStats()
         self._entities = {entity.name: entity for entity in entities}
         for entity in self._entities.values():
@@ -82,8 +90,10 @@ class SqlConnector:
         """The records that exist among `keys`, in one statement."""
         mapping = self._entities[entity]
         parents = _parent_select(mapping).where(_column(mapping, mapping.key).in_(list(keys)))
-        rows = await self._fetch("read_many", _with_children(mapping, parents))
-        return {record.key: record for record in self._records(mapping, rows)}
+        records = await self._fetch(
+            "read_many", _with_children(mapping, parents), lambda rows: self._records(mapping, rows)
+        )
+        return {record.key: record for record in records}
 
     async def page(
         self,
@@ -101,10 +111,26 @@ class SqlConnector:
         if after is not None:
             parents = parents.where(key > after)
         parents = parents.order_by(key).limit(limit + 1)
-        rows = await self._fetch("page", _with_children(mapping, parents))
-        records = self._records(mapping, rows)
+        records = await self._fetch(
+            "page", _with_children(mapping, parents), lambda rows: self._records(mapping, rows)
+        )
         page = records[:limit]
         return Page(page, [record.key for record in page], has_more=len(records) > limit)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction on the database, committed on success, under the call timeout.
+
+        Database failures inside it become SourceErrors; any other exception rolls it back
+        and propagates unchanged.
+        """
+        async with (
+            self.stats.call("transaction"),
+            self._translated_errors(),
+            asyncio.timeout(self.timeout),
+            self.engine.begin() as connection,
+        ):
+            yield connection
 
     async def ping(self) -> None:
         """Run `SELECT 1`."""
@@ -114,7 +140,13 @@ class SqlConnector:
         """Dispose of the connection pool."""
         await self.engine.dispose()
 
-    async def _fetch(self, operation: str, statement: Select[Any]) -> list[Row[Any]]:
+    async def _fetch(
+        self,
+        operation: str,
+        statement: Select[Any],
+        parse: Callable[[list[Row[Any]]], list[Record]] = lambda rows: [],
+    ) -> list[Record]:
+        # Rows are converted inside the counted call, so malformed data counts as an error.
         async with (
             self.stats.call(operation),
             self._translated_errors(),
@@ -122,7 +154,7 @@ class SqlConnector:
             self.engine.connect() as connection,
         ):
             result = await connection.execute(statement)
-            return list(result.all())
+            return parse(list(result.all()))
 
     @asynccontextmanager
     async def _translated_errors(self) -> AsyncIterator[None]:
@@ -132,6 +164,8 @@ class SqlConnector:
             raise
         except TimeoutError as exc:
             raise SourceTimeout(self.name, f"no answer within {self.timeout:g}s") from exc
+        except IntegrityError as exc:
+            raise SourceRejected(self.name, _short(exc)) from exc
         except (DBAPIError, OSError) as exc:
             raise SourceUnavailable(self.name, _short(exc)) from exc
         except SQLAlchemyError as exc:

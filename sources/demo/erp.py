@@ -186,6 +186,17 @@ def _sales_tables(metadata: MetaData, prefix: str) -> None:
         Column("line_total_cents", BigInteger, nullable=False),
         PrimaryKeyConstraint("order_id", "line_no"),
     )
+    # Where an order's stock is held, so a cancellation releases it at the right location.
+    Table(
+        "reservations",
+        metadata,
+        Column("order_id", String(32), ForeignKey(f"{prefix}orders.id"), nullable=False),
+        Column("sku", String(32), ForeignKey(f"{prefix}items.sku"), nullable=False),
+        Column("location", String(16), ForeignKey(f"{prefix}locations.code"), nullable=False),
+        Column("quantity", Integer, nullable=False),
+        PrimaryKeyConstraint("order_id", "sku", "location"),
+        CheckConstraint("quantity > 0", name="ck_reservations_quantity_positive"),
+    )
 
 
 def _ledger_tables(metadata: MetaData) -> None:

@@ -1,0 +1,106 @@
+"""Inventory actions: adjust the stock of one item at one location."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from pydantic import Field
+from sqlalchemy import and_, update
+
+from gateway.actions.base import ActionInput, Invalid, Plan, Problem, WriteEnv, utcnow
+
+STOCK_NOT_NEGATIVE = "STOCK_NOT_NEGATIVE"
+
+
+class AdjustInventoryInput(ActionInput):
+    """Move the on-hand stock of one SKU at one location up or down."""
+
+    sku: str = Field(min_length=1, max_length=32, description="The item's SKU.")
+    location: str = Field(min_length=1, max_length=16, description="Warehouse code, e.g. WH-BER.")
+    delta: int = Field(
+        ge=-100_000, le=100_000, description="Units to add (positive) or remove (negative)."
+    )
+    reason: str = Field(min_length=3, max_length=500, description="Why, for the audit trail.")
+
+
+class AdjustInventory:
+    """inventory.adjust: stock never goes below zero, nor below what is reserved."""
+
+    kind: ClassVar[str] = "inventory.adjust"
+    mutation: ClassVar[str] = "adjustInventory"
+    entity: ClassVar[str] = "InventoryItem"
+    summary: ClassVar[str] = "Adjust the on-hand stock of one item at one location."
+    Input: ClassVar[type[ActionInput]] = AdjustInventoryInput
+    pii_fields: ClassVar[frozenset[str]] = frozenset()
+    creates: ClassVar[bool] = False
+
+    def target(self, data: AdjustInventoryInput) -> str:
+        return data.sku
+
+    def policy_input(self, data: AdjustInventoryInput) -> dict[str, Any]:
+        return {"quantity": abs(data.delta), "delta": data.delta, "location": data.location}
+
+    def amount(self, data: AdjustInventoryInput) -> Decimal | None:
+        return None
+
+    async def plan(self, data: AdjustInventoryInput, env: WriteEnv) -> Plan:
+        if data.delta == 0:
+            return Plan.refused("delta must not be zero", "delta", "SHAPE")
+        record = await env.erp.read("InventoryItem", data.sku)
+        if record is None:
+            return Plan.refused(f"unknown SKU {data.sku}", "sku", "KNOWN_SKU")
+        level = next((lv for lv in record.data["levels"] if lv["location"] == data.location), None)
+        if level is None:
+            return Plan.refused(
+                f"{data.sku} is not stocked at {data.location}",
+                "location",
+                "KNOWN_LOCATION",
+                record,
+            )
+        before = {k: level[k] for k in ("location", "on_hand", "reserved", "available")}
+        on_hand = level["on_hand"] + data.delta
+        after = {**before, "on_hand": on_hand, "available": on_hand - level["reserved"]}
+        plan = Plan(record.version, record, before, after)
+        if on_hand < level["reserved"]:
+            plan.problems.append(
+                Problem(
+                    f"stock of {data.sku} at {data.location} would fall to {on_hand} on hand, "
+                    f"below the {level['reserved']} reserved; stock never goes below zero",
+                    "delta",
+                    STOCK_NOT_NEGATIVE,
+                )
+            )
+        return plan
+
+    async def execute(
+        self, data: AdjustInventoryInput, plan: Plan, env: WriteEnv, *, idempotency_key: str
+    ) -> dict[str, Any]:
+        levels = env.erp_tables["stock_levels"]
+        statement = (
+            update(levels)
+            .where(
+                and_(
+                    levels.c.sku == data.sku,
+                    levels.c.location == data.location,
+                    # Relative, guarded update: concurrent adjustments all apply, and none
+                    # can take stock below what is reserved.
+                    levels.c.on_hand + data.delta >= levels.c.reserved,
+                )
+            )
+            .values(on_hand=levels.c.on_hand + data.delta, updated_at=utcnow())
+            .returning(levels.c.on_hand, levels.c.reserved)
+        )
+        async with env.erp.transaction() as connection:
+            row = (await connection.execute(statement)).first()
+        if row is None:
+            raise Invalid(
+                [
+                    Problem(
+                        "stock changed since validation and would go below what is reserved",
+                        "delta",
+                        STOCK_NOT_NEGATIVE,
+                    )
+                ]
+            )
+        return {"on_hand": row.on_hand, "available": row.on_hand - row.reserved}

@@ -1,0 +1,303 @@
+"""Order actions: place an order (reserving its stock) and cancel one (releasing it)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+from sqlalchemy import and_, delete, insert, select, update
+
+from gateway.actions.base import (
+    ActionInput,
+    Invalid,
+    Plan,
+    Problem,
+    WriteEnv,
+    to_cents,
+    utcnow,
+)
+from sources.records import Record
+
+
+class OrderLineInput(ActionInput):
+    """One line to order."""
+
+    sku: str = Field(min_length=1, max_length=32)
+    quantity: int = Field(ge=1, le=10_000)
+    location: str | None = Field(
+        default=None, max_length=16, description="Ship from here; default: most available."
+    )
+
+
+class PlaceOrderInput(ActionInput):
+    """A new order for a customer."""
+
+    customer_id: str = Field(min_length=1, max_length=32)
+    lines: list[OrderLineInput] = Field(min_length=1, max_length=50)
+
+    @field_validator("lines")
+    @classmethod
+    def _one_line_per_sku(cls, lines: list[OrderLineInput]) -> list[OrderLineInput]:
+        skus = [line.sku for line in lines]
+        if len(skus) != len(set(skus)):
+            raise ValueError("each SKU may appear on one line only")
+        return lines
+
+
+class PlaceOrder:
+    """order.place: known active SKUs, enough stock, total within available credit."""
+
+    kind: ClassVar[str] = "order.place"
+    mutation: ClassVar[str] = "placeOrder"
+    entity: ClassVar[str] = "Order"
+    summary: ClassVar[str] = "Place an order for a customer, reserving its stock."
+    Input: ClassVar[type[ActionInput]] = PlaceOrderInput
+    pii_fields: ClassVar[frozenset[str]] = frozenset()
+    creates: ClassVar[bool] = True
+
+    def target(self, data: PlaceOrderInput) -> str:
+        return f"new order for {data.customer_id}"
+
+    def policy_input(self, data: PlaceOrderInput) -> dict[str, Any]:
+        return {"quantity": sum(line.quantity for line in data.lines), "lines": len(data.lines)}
+
+    def amount(self, data: PlaceOrderInput) -> Decimal | None:
+        return None  # known only once prices are read; credit is a validation rule
+
+    async def plan(self, data: PlaceOrderInput, env: WriteEnv) -> Plan:
+        balance = await env.erp.read("Balance", data.customer_id)
+        if balance is None:
+            return Plan.refused(
+                f"unknown customer {data.customer_id}", "customerId", "KNOWN_CUSTOMER"
+            )
+        items = await env.erp.read_many("InventoryItem", [line.sku for line in data.lines])
+        problems: list[Problem] = []
+        reservations: list[dict[str, Any]] = []
+        total = Decimal("0.00")
+        for index, line in enumerate(data.lines):
+            item = items.get(line.sku)
+            line_problem, reservation = _reserve(index, line, item, balance.data["currency"])
+            if line_problem:
+                problems.append(line_problem)
+                continue
+            assert reservation is not None
+            assert item is not None
+            reservations.append(reservation)
+            total += item.data["unit_price"] * line.quantity
+        available = balance.data["available_credit"]
+        if not problems and total > available:
+            problems.append(
+                Problem(
+                    f"order total {total} {balance.data['currency']} exceeds the available credit "
+                    f"of {available}",
+                    "lines",
+                    "CREDIT_LIMIT",
+                )
+            )
+        after = {
+            "customer_id": data.customer_id,
+            "status": "open",
+            "total": str(total),
+            "currency": balance.data["currency"],
+            "reservations": reservations,
+        }
+        plan = Plan(None, None, None, after, problems)
+        plan.context = {
+            "total": total,
+            "currency": balance.data["currency"],
+            "prices": {sku: item.data["unit_price"] for sku, item in items.items()},
+            "reservations": reservations,
+        }
+        return plan
+
+    async def execute(
+        self, data: PlaceOrderInput, plan: Plan, env: WriteEnv, *, idempotency_key: str
+    ) -> dict[str, Any]:
+        tables = env.erp_tables
+        order_id = f"SO-{uuid.uuid4().hex[:10].upper()}"
+        now = utcnow()
+        prices: Mapping[str, Decimal] = plan.context["prices"]
+        async with env.erp.transaction() as connection:
+            await connection.execute(
+                insert(tables["orders"]).values(
+                    id=order_id,
+                    customer_id=data.customer_id,
+                    status="open",
+                    currency=plan.context["currency"],
+                    total_cents=to_cents(plan.context["total"]),
+                    placed_at=now,
+                    updated_at=now,
+                )
+            )
+            await connection.execute(
+                insert(tables["order_lines"]),
+                [
+                    {
+                        "order_id": order_id,
+                        "line_no": n,
+                        "sku": line.sku,
+                        "quantity": line.quantity,
+                        "unit_price_cents": to_cents(prices[line.sku]),
+                        "line_total_cents": to_cents(prices[line.sku] * line.quantity),
+                    }
+                    for n, line in enumerate(data.lines, start=1)
+                ],
+            )
+            for reservation in plan.context["reservations"]:
+                await _hold(connection, tables, order_id, reservation, now)
+        return {"order_id": order_id}
+
+
+def _reserve(
+    index: int, line: OrderLineInput, item: Record | None, currency: str
+) -> tuple[Problem | None, dict[str, Any] | None]:
+    field = f"lines.{index}"
+    if item is None:
+        return Problem(f"unknown SKU {line.sku}", f"{field}.sku", "KNOWN_SKU"), None
+    if not item.data["active"]:
+        return Problem(f"{line.sku} is no longer sold", f"{field}.sku", "ACTIVE_SKU"), None
+    if item.data["currency"] != currency:
+        return Problem(
+            f"{line.sku} is priced in {item.data['currency']}, the account in {currency}",
+            f"{field}.sku",
+            "ACCOUNT_CURRENCY",
+        ), None
+    levels = [
+        lv for lv in item.data["levels"] if line.location is None or lv["location"] == line.location
+    ]
+    best = max(levels, key=lambda lv: lv["available"], default=None)
+    if best is None or best["available"] < line.quantity:
+        have = 0 if best is None else best["available"]
+        where = line.location or "any one location"
+        return Problem(
+            f"only {have} of {line.sku} available at {where}, {line.quantity} ordered",
+            f"{field}.quantity",
+            "STOCK_AVAILABLE",
+        ), None
+    return None, {
+        "sku": line.sku,
+        "location": best["location"],
+        "quantity": line.quantity,
+        "available_before": best["available"],
+        "available_after": best["available"] - line.quantity,
+    }
+
+
+async def _hold(
+    connection: Any,
+    tables: Mapping[str, Any],
+    order_id: str,
+    reservation: Mapping[str, Any],
+    now: Any,
+) -> None:
+    levels = tables["stock_levels"]
+    quantity = reservation["quantity"]
+    held = await connection.execute(
+        update(levels)
+        .where(
+            and_(
+                levels.c.sku == reservation["sku"],
+                levels.c.location == reservation["location"],
+                levels.c.on_hand - levels.c.reserved >= quantity,
+            )
+        )
+        .values(reserved=levels.c.reserved + quantity, updated_at=now)
+    )
+    if held.rowcount != 1:
+        raise Invalid(
+            [
+                Problem(
+                    f"stock of {reservation['sku']} at {reservation['location']} "
+                    "changed since validation; not enough is available now",
+                    "lines",
+                    "STOCK_AVAILABLE",
+                )
+            ]
+        )
+    await connection.execute(
+        insert(tables["reservations"]).values(
+            order_id=order_id,
+            sku=reservation["sku"],
+            location=reservation["location"],
+            quantity=quantity,
+        )
+    )
+
+
+class CancelOrderInput(ActionInput):
+    """Cancel an open order."""
+
+    order_id: str = Field(min_length=1, max_length=32)
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class CancelOrder:
+    """order.cancel: only open orders; releases the stock they hold."""
+
+    kind: ClassVar[str] = "order.cancel"
+    mutation: ClassVar[str] = "cancelOrder"
+    entity: ClassVar[str] = "Order"
+    summary: ClassVar[str] = "Cancel an open order and release the stock it reserved."
+    Input: ClassVar[type[ActionInput]] = CancelOrderInput
+    pii_fields: ClassVar[frozenset[str]] = frozenset()
+    creates: ClassVar[bool] = False
+
+    def target(self, data: CancelOrderInput) -> str:
+        return data.order_id
+
+    def policy_input(self, data: CancelOrderInput) -> dict[str, Any]:
+        return {}
+
+    def amount(self, data: CancelOrderInput) -> Decimal | None:
+        return None
+
+    async def plan(self, data: CancelOrderInput, env: WriteEnv) -> Plan:
+        order = await env.erp.read("Order", data.order_id)
+        if order is None:
+            return Plan.refused(f"unknown order {data.order_id}", "orderId", "KNOWN_ORDER")
+        status = order.data["status"]
+        plan = Plan(order.version, order, {"status": status}, {"status": "cancelled"})
+        if status != "open":
+            plan.problems.append(
+                Problem(
+                    f"order {data.order_id} is {status}; only open orders can be cancelled",
+                    "orderId",
+                    "ORDER_OPEN",
+                )
+            )
+        return plan
+
+    async def execute(
+        self, data: CancelOrderInput, plan: Plan, env: WriteEnv, *, idempotency_key: str
+    ) -> dict[str, Any]:
+        orders, levels = env.erp_tables["orders"], env.erp_tables["stock_levels"]
+        reservations = env.erp_tables["reservations"]
+        now = utcnow()
+        async with env.erp.transaction() as connection:
+            cancelled = await connection.execute(
+                update(orders)
+                .where(and_(orders.c.id == data.order_id, orders.c.status == "open"))
+                .values(status="cancelled", updated_at=now)
+            )
+            if cancelled.rowcount != 1:
+                raise Invalid(
+                    [Problem(f"order {data.order_id} is no longer open", "orderId", "ORDER_OPEN")]
+                )
+            held = (
+                await connection.execute(
+                    select(reservations).where(reservations.c.order_id == data.order_id)
+                )
+            ).all()
+            for row in held:
+                await connection.execute(
+                    update(levels)
+                    .where(and_(levels.c.sku == row.sku, levels.c.location == row.location))
+                    .values(reserved=levels.c.reserved - row.quantity, updated_at=now)
+                )
+            await connection.execute(
+                delete(reservations).where(reservations.c.order_id == data.order_id)
+            )
+        return {"order_id": data.order_id, "released": len(held)}

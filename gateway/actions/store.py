@@ -1,0 +1,195 @@
+"""Actions as the gateway's database holds them; every state change is compare-and-set.
+
+A change names the status (and revision) it expects to move from, so two processes racing
+to approve, expire or retry one action cannot both win.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.database import actions, approvals
+
+
+class Status(StrEnum):
+    """Where an action is in its life; the write result statuses are the public ones."""
+
+    RECEIVED = "RECEIVED"  # claimed, being decided
+    EXECUTING = "EXECUTING"
+    APPLIED = "APPLIED"
+    PENDING_APPROVAL = "PENDING_APPROVAL"
+    DENIED = "DENIED"
+    INVALID = "INVALID"
+    FAILED = "FAILED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    CONFLICT = "CONFLICT"
+    DRY_RUN = "DRY_RUN"
+
+
+FINAL = frozenset(
+    {
+        Status.APPLIED,
+        Status.DENIED,
+        Status.INVALID,
+        Status.FAILED,
+        Status.REJECTED,
+        Status.EXPIRED,
+        Status.CONFLICT,
+        Status.DRY_RUN,
+    }
+)
+SETTLED = FINAL | {Status.PENDING_APPROVAL}  # what a replay may return
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One approver's verdict, bound to the input digest and policy version it saw."""
+
+    approver: str
+    verdict: str
+    comment: str
+    input_digest: str
+    policy_version: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Action:
+    """One governed write and everything decided about it."""
+
+    id: str
+    kind: str
+    status: Status
+    principal: str
+    on_behalf_of: str | None
+    channel: str
+    input: dict[str, Any]
+    input_digest: str
+    target: str
+    expected_version: str | None
+    decision: str
+    rule: str
+    reason: str
+    policy_version: str
+    approvals_required: int
+    validation: list[dict[str, Any]]
+    diff: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: str | None
+    idempotency_key: str | None
+    trace_id: str
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    approvals: tuple[Approval, ...] = field(default=())
+
+
+_JSON_COLUMNS = ("input", "validation", "diff", "result")
+
+
+def _row(action: Action) -> dict[str, Any]:
+    values = {c.name: getattr(action, c.name) for c in actions.columns}
+    for name in _JSON_COLUMNS:
+        values[name] = None if values[name] is None else json.dumps(values[name], default=str)
+    values["status"] = action.status.value
+    return values
+
+
+def _action(row: Any, approval_rows: list[Any]) -> Action:
+    values = dict(row._mapping)
+    for name in _JSON_COLUMNS:
+        values[name] = None if values[name] is None else json.loads(values[name])
+    values["status"] = Status(values["status"])
+    found = tuple(
+        Approval(r.approver, r.verdict, r.comment, r.input_digest, r.policy_version, r.at)
+        for r in approval_rows
+    )
+    return Action(**values, approvals=found)
+
+
+async def insert(connection: AsyncConnection, action: Action) -> None:
+    """Store a new action."""
+    await connection.execute(actions.insert().values(**_row(action)))
+
+
+async def get(connection: AsyncConnection, action_id: str, *, lock: bool = False) -> Action | None:
+    """One action with its approvals; `lock` holds its row until the transaction ends."""
+    query = select(actions).where(actions.c.id == action_id)
+    row = (await connection.execute(query.with_for_update() if lock else query)).first()
+    if row is None:
+        return None
+    verdicts = await connection.execute(
+        select(approvals).where(approvals.c.action_id == action_id).order_by(approvals.c.at)
+    )
+    return _action(row, list(verdicts))
+
+
+async def save(connection: AsyncConnection, before: Action, after: Action) -> bool:
+    """Move `before` to `after` if nobody changed it in between; False when someone did."""
+    values = _row(replace(after, revision=before.revision + 1))
+    del values["id"]
+    changed = await connection.execute(
+        update(actions)
+        .where(and_(actions.c.id == before.id, actions.c.revision == before.revision))
+        .values(**values)
+    )
+    return changed.rowcount == 1
+
+
+async def add_approval(connection: AsyncConnection, action_id: str, approval: Approval) -> None:
+    """Record one approver's verdict (once per approver: the key refuses a second)."""
+    await connection.execute(approvals.insert().values(action_id=action_id, **vars(approval)))
+
+
+async def page(
+    connection: AsyncConnection,
+    *,
+    status: Status | None,
+    principal: str | None,
+    visible_to: str | None,
+    limit: int,
+    after: tuple[datetime, str] | None,
+) -> tuple[list[Action], bool]:
+    """Actions newest first; `visible_to` keeps those requested by or for one principal."""
+    query = select(actions)
+    if status is not None:
+        query = query.where(actions.c.status == status.value)
+    if principal is not None:
+        query = query.where(actions.c.principal == principal)
+    if visible_to is not None:
+        query = query.where(
+            (actions.c.principal == visible_to) | (actions.c.on_behalf_of == visible_to)
+        )
+    if after is not None:
+        created, action_id = after
+        query = query.where(
+            (actions.c.created_at < created)
+            | and_(actions.c.created_at == created, actions.c.id < action_id)
+        )
+    query = query.order_by(actions.c.created_at.desc(), actions.c.id.desc()).limit(limit + 1)
+    rows = list(await connection.execute(query))
+    found = [_action(row, []) for row in rows[:limit]]
+    return found, len(rows) > limit
+
+
+async def due_for_expiry(connection: AsyncConnection, now: datetime) -> list[str]:
+    """Pending actions past their expiry."""
+    query = select(actions.c.id).where(
+        and_(actions.c.status == Status.PENDING_APPROVAL.value, actions.c.expires_at < now)
+    )
+    return [row.id for row in await connection.execute(query)]
+
+
+async def count_by_status(connection: AsyncConnection) -> dict[str, int]:
+    """How many actions are in each status."""
+    query = select(actions.c.status, func.count()).group_by(actions.c.status)
+    return {row[0]: int(row[1]) for row in await connection.execute(query)}

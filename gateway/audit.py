@@ -1,0 +1,409 @@
+"""The audit trail: an append-only, hash-chained record of what the gateway decided and did.
+
+    audit_head (id=1): seq=N, hash=H(N)    <- every append locks this row, then moves it on
+
+    seq=1                 seq=2                       seq=N
+    prev_hash=GENESIS     prev_hash=H(1)     ...      prev_hash=H(N-1)
+    hash=H(1) ----------> hash=H(2) -------> ... ---> hash=H(N)
+
+    H(n) = sha256(H(n-1) + canonical_json({seq, id, at, trace_id, event, principal,
+                  principal_kind, on_behalf_of, channel, action_id, action_kind, target,
+                  outcome, payload}))
+    canonical_json(v) = json.dumps(v, sort_keys=True, separators=(",", ":"),
+                        ensure_ascii=False), Decimal -> str, datetime -> isoformat;
+                        `at` is UTC, ISO 8601 with microseconds; GENESIS = "0" * 64
+
+An edited row no longer matches its hash; a deleted row leaves a gap in the seqs (or, at the
+end, a head that names an event that is not there); a moved or swapped row breaks the
+prev_hash links. `verify` streams the chain in seq order and names the first bad event.
+The chain is evidence against edits in place, not against someone who rewrites every later
+hash and the head as well: exported files (which carry seq, prev_hash and hash) anchor it.
+
+Appends lock the head row (SELECT ... FOR UPDATE; on SQLite, BEGIN IMMEDIATE already
+serializes writers), so any number of gateway processes extend one gap-free chain, at a cost
+that does not grow with the trail: one primary-key read, one insert, one update.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Literal, TextIO
+
+from sqlalchemy import ColumnElement, Row, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.database import GENESIS_HASH, audit_events, audit_head
+
+ExportFormat = Literal["jsonl", "csv"]
+
+# What one export line or CSV row holds, in this order: every column of the event.
+EXPORT_COLUMNS = (
+    "seq",
+    "id",
+    "at",
+    "trace_id",
+    "event",
+    "principal",
+    "principal_kind",
+    "on_behalf_of",
+    "channel",
+    "action_id",
+    "action_kind",
+    "target",
+    "outcome",
+    "payload",
+    "prev_hash",
+    "hash",
+)
+_BATCH = 5000  # events read per query by verify and export
+_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON text for a value: sorted keys, no spaces, Decimal and datetime as text."""
+    return json.dumps(
+        value,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=_json_default,
+    )
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable in an audit event")
+
+
+def chain_hash(prev_hash: str, document: Mapping[str, Any]) -> str:
+    """The hash of an event: sha256 of the previous hash and the event's canonical JSON."""
+    return hashlib.sha256((prev_hash + canonical_json(document)).encode("utf-8")).hexdigest()
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back the naive UTC wall time we stored; PostgreSQL an aware datetime.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return None if value is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One thing to record; the payload's classified values are already masked."""
+
+    event: str  # action.applied, action.denied, policy.reloaded, read.classified ...
+    principal: str
+    principal_kind: str
+    on_behalf_of: str | None
+    channel: str  # graphql | mcp | console | cli | system
+    outcome: str
+    trace_id: str
+    action_id: str | None = None
+    action_kind: str | None = None
+    target: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the trail holds it: its place in the chain and its hash."""
+
+    seq: int
+    id: str
+    at: datetime
+    trace_id: str
+    event: str
+    principal: str
+    principal_kind: str
+    on_behalf_of: str | None
+    channel: str
+    action_id: str | None
+    action_kind: str | None
+    target: str | None
+    outcome: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def seal(
+        cls, event: AuditEvent, *, seq: int, prev_hash: str, id: str, at: datetime
+    ) -> StoredEvent:
+        """The event chained after `prev_hash` at position `seq`, with its hash."""
+        fields = {**vars(event), "payload": json.loads(canonical_json(dict(event.payload)))}
+        unsealed = cls(seq=seq, id=id, at=_utc(at), prev_hash=prev_hash, hash="", **fields)
+        return replace(unsealed, hash=unsealed.computed_hash())
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> StoredEvent:
+        """An event from an exported JSONL object (see `record`)."""
+        values = {name: record[name] for name in EXPORT_COLUMNS}
+        return cls(**{**values, "at": _utc(datetime.fromisoformat(record["at"]))})
+
+    def document(self) -> dict[str, Any]:
+        """The fields the hash covers, as JSON values."""
+        record = self.record()
+        del record["prev_hash"], record["hash"]
+        return record
+
+    def record(self) -> dict[str, Any]:
+        """Every field as JSON values: what an export line holds."""
+        values = {name: getattr(self, name) for name in EXPORT_COLUMNS}
+        return {**values, "at": self.at.astimezone(UTC).isoformat(timespec="microseconds")}
+
+    def computed_hash(self) -> str:
+        """The hash this event's fields and prev_hash call for."""
+        return chain_hash(self.prev_hash, self.document())
+
+    def as_row(self) -> dict[str, Any]:
+        """The `audit_events` row for this event."""
+        values = {name: getattr(self, name) for name in EXPORT_COLUMNS}
+        return {**values, "payload": canonical_json(self.payload)}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What `verify` found: intact, or the first bad event and what is wrong with it."""
+
+    ok: bool
+    events: int  # events checked (up to, not including, the first bad one)
+    first_bad_seq: int | None = None
+    problem: str | None = None  # "event seq=S id=I: what is wrong"
+
+
+class AuditTrail:
+    """Appends to, verifies, queries and exports the gateway's audit trail."""
+
+    def __init__(
+        self, engine: AsyncEngine, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def append(
+        self, event: AuditEvent, *, connection: AsyncConnection | None = None
+    ) -> StoredEvent:
+        """Chain one event; inside the caller's transaction when `connection` is given.
+
+        With a connection, the caller commits, and holds the chain's head lock until it does:
+        append as the last step before the commit.
+        """
+        if connection is not None:
+            return await self._append(connection, event)
+        async with self._engine.begin() as own:
+            return await self._append(own, event)
+
+    async def _append(self, connection: AsyncConnection, event: AuditEvent) -> StoredEvent:
+        head = (await connection.execute(_HEAD.with_for_update())).one()
+        stored = StoredEvent.seal(
+            event, seq=head.seq + 1, prev_hash=head.hash, id=str(uuid.uuid4()), at=self._clock()
+        )
+        await connection.execute(audit_events.insert().values(**stored.as_row()))
+        await connection.execute(
+            audit_head.update().where(audit_head.c.id == 1).values(seq=stored.seq, hash=stored.hash)
+        )
+        return stored
+
+    async def verify(self) -> Verification:
+        """Check the whole chain in seq order: gaps, links, hashes, and the head."""
+        chain = _ChainCheck()
+        async for row in self._rows(after=0, upto=None):
+            if (bad := chain.check(row)) is not None:
+                return bad
+        head_seq, head_hash = await self._head()
+        # Events appended since the first pass ended, up to the head just read.
+        async for row in self._rows(after=chain.seq, upto=head_seq):
+            if (bad := chain.check(row)) is not None:
+                return bad
+        return chain.finish(head_seq=head_seq, head_hash=head_hash)
+
+    async def query(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        principal: str | None = None,
+        action_kind: str | None = None,
+        outcome: str | None = None,
+        principal_kind: str | None = None,
+        action_id: str | None = None,
+        limit: int,
+        after_seq: int | None = None,
+    ) -> tuple[list[StoredEvent], bool]:
+        """Events oldest first (seq ascending) from after `after_seq`; and whether more follow.
+
+        `since` is inclusive and `until` exclusive; both must be timezone-aware.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        conditions = _filters(
+            since=_aware(since, "since"),
+            until=_aware(until, "until"),
+            principal=principal,
+            action_kind=action_kind,
+            outcome=outcome,
+            principal_kind=principal_kind,
+            action_id=action_id,
+        )
+        if after_seq is not None:
+            conditions.append(audit_events.c.seq > after_seq)
+        statement = select(audit_events).where(*conditions).order_by(audit_events.c.seq)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement.limit(limit + 1))).all()
+        return [_stored(row) for row in rows[:limit]], len(rows) > limit
+
+    async def export(
+        self,
+        out: TextIO,
+        *,
+        format: ExportFormat,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        principal: str | None = None,
+        action_kind: str | None = None,
+    ) -> int:
+        """Write the matching events, oldest first, as JSONL or CSV; the number written.
+
+        JSONL: one canonical JSON object per line with every field, so each line's hash can
+        be recomputed. CSV: a header row, the payload as a JSON string, None as empty.
+        """
+        write = _writer(out, format)
+        count, after, more = 0, None, True
+        while more:
+            events, more = await self.query(
+                since=since,
+                until=until,
+                principal=principal,
+                action_kind=action_kind,
+                limit=_BATCH,
+                after_seq=after,
+            )
+            for event in events:
+                write(event)
+            count += len(events)
+            after = events[-1].seq if events else after
+        return count
+
+    async def _rows(self, *, after: int, upto: int | None) -> AsyncIterator[Row[Any]]:
+        # Keyset batches, each in its own short transaction, so the whole trail is never
+        # in memory and (on SQLite) appends are not held off for the length of a verify.
+        while True:
+            statement = select(audit_events).where(audit_events.c.seq > after)
+            if upto is not None:
+                statement = statement.where(audit_events.c.seq <= upto)
+            statement = statement.order_by(audit_events.c.seq).limit(_BATCH)
+            async with self._engine.connect() as connection:
+                rows = (await connection.execute(statement)).all()
+            for row in rows:
+                yield row
+            if len(rows) < _BATCH:
+                return
+            after = rows[-1].seq
+
+    async def _head(self) -> tuple[int, str]:
+        async with self._engine.connect() as connection:
+            seq, hash_ = (await connection.execute(_HEAD)).one()
+        return int(seq), str(hash_)
+
+
+class _ChainCheck:
+    """Walks events in seq order, remembering the last good one."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.hash = GENESIS_HASH
+        self.id: str | None = None
+
+    def check(self, row: Row[Any]) -> Verification | None:
+        """None when the row extends the chain; else what is wrong with it."""
+        expected = self.seq + 1
+        if row.seq != expected:
+            what = f"missing; the next stored event is seq={row.seq} id={row.id}"
+            if row.seq < expected:
+                what = f"seq={row.seq} id={row.id} is out of sequence"
+            return self._bad(expected, None, what)
+        if (problem := _row_problem(row, self.hash)) is not None:
+            return self._bad(row.seq, row.id, problem)
+        self.seq, self.hash, self.id = row.seq, row.hash, row.id
+        return None
+
+    def finish(self, *, head_seq: int, head_hash: str) -> Verification:
+        """The verdict once every event up to the head has been checked."""
+        if head_seq > self.seq:
+            what = f"missing; the head records seq={head_seq} but the trail ends at {self.seq}"
+            return self._bad(self.seq + 1, None, what)
+        if head_seq < self.seq:
+            what = f"stored beyond the chain's head, which records seq={head_seq}"
+            return self._bad(head_seq + 1, None, what)
+        if head_hash != self.hash:
+            return self._bad(self.seq, self.id, "its hash differs from the one the head records")
+        return Verification(ok=True, events=self.seq)
+
+    def _bad(self, seq: int, id_: str | None, what: str) -> Verification:
+        name = f"event seq={seq} id={id_}" if id_ is not None else f"event seq={seq} (absent)"
+        return Verification(ok=False, events=seq - 1, first_bad_seq=seq, problem=f"{name}: {what}")
+
+
+def _row_problem(row: Row[Any], prev_hash: str) -> str | None:
+    if row.prev_hash != prev_hash:
+        before = "the genesis hash" if row.seq == 1 else f"the hash of seq={row.seq - 1}"
+        return f"its prev_hash does not match {before}: an event was moved, swapped or replaced"
+    try:
+        event = _stored(row)
+    except ValueError:
+        return "its payload is not valid JSON: the event was edited"
+    if canonical_json(event.payload) != row.payload:
+        return "its payload is not in canonical form: the event was edited"
+    if event.computed_hash() != row.hash:
+        return "its contents do not match its hash: the event was edited"
+    return None
+
+
+def _stored(row: Row[Any]) -> StoredEvent:
+    values = dict(row._mapping)
+    payload = json.loads(values["payload"])
+    if not isinstance(payload, dict):
+        raise ValueError("payload is not a JSON object")
+    return StoredEvent(**{**values, "at": _utc(values["at"]), "payload": payload})
+
+
+def _filters(
+    *, since: datetime | None, until: datetime | None, **equal: str | None
+) -> list[ColumnElement[bool]]:
+    columns = audit_events.c
+    conditions = [columns[name] == value for name, value in equal.items() if value is not None]
+    if since is not None:
+        conditions.append(columns.at >= since)
+    if until is not None:
+        conditions.append(columns.at < until)
+    return conditions
+
+
+def _writer(out: TextIO, format: ExportFormat) -> Callable[[StoredEvent], None]:
+    if format == "jsonl":
+        return lambda event: print(canonical_json(event.record()), file=out)
+    if format != "csv":
+        raise ValueError(f"unknown export format {format!r}: jsonl or csv")
+    rows = csv.writer(out, lineterminator="\n")
+    rows.writerow(EXPORT_COLUMNS)
+
+    def write(event: StoredEvent) -> None:
+        record = {**event.record(), "payload": canonical_json(event.payload)}
+        rows.writerow(["" if record[name] is None else record[name] for name in EXPORT_COLUMNS])
+
+    return write

@@ -1,0 +1,155 @@
+"""The gateway's own database: actions, approvals, idempotency keys and the audit trail.
+
+SQLite by default (embedded, zero set-up), PostgreSQL in production. Several gateway
+processes may share one PostgreSQL: what must happen once is made safe by constraints and
+row locks here, never by process memory.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+metadata = MetaData()
+
+actions = Table(
+    "actions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("principal", String(64), nullable=False),
+    Column("on_behalf_of", String(64)),
+    Column("channel", String(16), nullable=False),
+    Column("input", Text, nullable=False),  # canonical JSON, unmasked: it is what executes
+    Column("input_digest", String(64), nullable=False),
+    Column("target", String(120), nullable=False),
+    Column("expected_version", String(64)),
+    Column("decision", String(10), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Column("approvals_required", Integer, nullable=False),
+    Column("validation", Text, nullable=False),
+    Column("diff", Text),
+    Column("result", Text),
+    Column("error", Text),
+    Column("idempotency_key", String(200)),
+    Column("trace_id", String(32), nullable=False),
+    Column("revision", Integer, nullable=False),  # bumped by every state change (CAS)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+)
+Index("ix_actions_status_created", actions.c.status, actions.c.created_at)
+Index("ix_actions_principal", actions.c.principal)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("action_id", String(36), ForeignKey("actions.id"), nullable=False),
+    Column("approver", String(64), nullable=False),
+    Column("verdict", String(10), nullable=False),  # approve | reject
+    Column("comment", Text, nullable=False),
+    Column("input_digest", String(64), nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("action_id", "approver"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("principal", String(64), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("request_digest", String(64), nullable=False),
+    Column("action_id", String(36), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("principal", "key"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("principal", String(64), nullable=False),
+    Column("principal_kind", String(10), nullable=False),
+    Column("on_behalf_of", String(64)),
+    Column("channel", String(16), nullable=False),
+    Column("action_id", String(36)),
+    Column("action_kind", String(40)),
+    Column("target", String(120)),
+    Column("outcome", String(20), nullable=False),
+    Column("payload", Text, nullable=False),  # canonical JSON; classified values masked
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_audit_events_at", audit_events.c.at)
+Index("ix_audit_events_principal", audit_events.c.principal)
+Index("ix_audit_events_action_id", audit_events.c.action_id)
+
+# One row: the chain's head. Appends lock it, so concurrent appends from any number of
+# processes form one gap-free chain.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+GENESIS_HASH = "0" * 64
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An engine for the gateway's database; SQLite waits on locks instead of failing."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: object, _: ConnectionPoolEntry) -> None:
+    # WAL lets readers go on during a write; isolation_level None hands BEGIN to us.
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Engine) -> None:
+    # A write transaction takes SQLite's write lock up front, so two writers queue on the
+    # busy timeout instead of one failing later with "database is locked".
+    connection.exec_driver_sql("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    """Create the tables that do not exist yet, and the audit chain's head row."""
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+        head = await connection.execute(audit_head.select().where(audit_head.c.id == 1))
+        if head.first() is None:
+            await connection.execute(audit_head.insert().values(id=1, seq=0, hash=GENESIS_HASH))

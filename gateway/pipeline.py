@@ -1,0 +1,734 @@
+"""The write path: every write, from GraphQL, MCP or the console, runs through `submit`.
+
+    submit(request, principal)
+      1. idempotency   same key + same input -> the first result, never a second execution
+      2. shape         pydantic: field-level messages                     -> INVALID
+      3. policy        Casbin: allow | deny | review, with the rule        -> DENIED
+      4. plan          fresh state via the connector, business rules, diff -> INVALID
+      5. precondition  expectedVersion still current                       -> CONFLICT
+      6. dry run       everything but the execution                        -> DRY_RUN
+      7. approval      review: a pending action a human must approve       -> PENDING_APPROVAL
+      8. execution     on the system of record; failure leaves it FAILED   -> APPLIED | FAILED
+    Each outcome is saved with its audit event in one transaction, and the changed records
+    are evicted from the cache.
+
+approve / reject / retry / expire move existing actions on, with the same steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway import approvals, idempotency
+from gateway.actions import KINDS, ActionKind, Plan, Problem, WriteEnv, store
+from gateway.actions.base import ActionInput, Invalid
+from gateway.actions.store import FINAL, SETTLED, Action, Approval, Status
+from gateway.audit import AuditEvent, AuditTrail
+from gateway.authz import Decision, Outcome, Policy
+from gateway.config import GatewayConfig
+from gateway.errors import GatehouseError, InvalidArgument
+from gateway.freshness import Freshness, Sla
+from gateway.principals import Authenticator, Principal
+from gateway.reads import Reads
+from sources.errors import SourceConflict, SourceError
+
+MASK = "***"
+
+
+class ActionError(GatehouseError):
+    """A request about an existing action that cannot be done (not found, not pending...)."""
+
+    status = 409
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """One write, as any front door hands it over."""
+
+    kind: str
+    input: Mapping[str, Any]
+    channel: str = "graphql"
+    idempotency_key: str | None = None
+    dry_run: bool = False
+    expected_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteError:
+    """Why a write did not apply, in a form a program can act on."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The one shape every write returns."""
+
+    status: Status
+    action: Action | None
+    errors: tuple[WriteError, ...] = ()
+    freshness: Freshness | None = None
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What `can` answers: the decision, and who could approve."""
+
+    decision: Decision
+    problems: tuple[Problem, ...]
+    approvers: tuple[str, ...]
+
+
+class Writes:
+    """The governed write service."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        audit: AuditTrail,
+        policy: Policy,
+        reads: Reads,
+        env: WriteEnv,
+        authenticator: Authenticator,
+        config: GatewayConfig,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self._audit = audit
+        self._policy = policy
+        self._reads = reads
+        self._env = env
+        self._principals = authenticator
+        self._config = config
+        self._clock = clock
+
+    # ---- the write path --------------------------------------------------------------
+
+    async def submit(self, request: WriteRequest, principal: Principal) -> WriteResult:
+        """Run one write through every step."""
+        kind = _kind(request.kind)
+        action = self._new_action(request, principal)
+        if request.idempotency_key is not None:
+            claim = await self._claim(action, request)
+            if not claim.won:
+                return await self._replay(claim.action_id)
+        data, problems = _parse(kind, request.input)
+        if data is None:
+            return await self._finish(action, Status.INVALID, validation=problems)
+        decision = self._policy.decide(principal, kind.kind, "write", kind.policy_input(data))
+        action = _decided(action, decision)
+        if decision.outcome is Outcome.DENY:
+            return await self._finish(action, Status.DENIED)
+        if request.expected_version is not None and kind.creates:
+            problem = Problem(
+                "expectedVersion applies to writes to an existing record", "expectedVersion"
+            )
+            return await self._finish(action, Status.INVALID, validation=[problem])
+        return await self._proceed(action, kind, data, dry_run=request.dry_run)
+
+    async def _proceed(
+        self, action: Action, kind: ActionKind, data: ActionInput, *, dry_run: bool
+    ) -> WriteResult:
+        """Steps 4 to 8: plan, precondition, dry run, approval, execution."""
+        planned = await self._plan(action, kind, data)
+        if isinstance(planned, WriteResult):
+            return planned
+        plan, action, freshness = planned
+        if (conflict := self._conflict(action, plan)) is not None:
+            return await self._finish(
+                action, Status.CONFLICT, freshness=freshness, errors=[conflict]
+            )
+        if plan.problems:
+            return await self._finish(
+                action, Status.INVALID, validation=plan.problems, freshness=freshness
+            )
+        if dry_run:
+            return await self._finish(action, Status.DRY_RUN, freshness=freshness)
+        if action.decision == Outcome.REVIEW and approvals.valid_approvals(action) < max(
+            1, action.approvals_required
+        ):
+            expires = self._clock() + timedelta(seconds=self._config.writes.approval_ttl)
+            return await self._finish(
+                action, Status.PENDING_APPROVAL, expires_at=expires, freshness=freshness
+            )
+        return await self._execute(action, kind, data, plan)
+
+    async def _plan(
+        self, action: Action, kind: ActionKind, data: ActionInput
+    ) -> tuple[Plan, Action, Freshness | None] | WriteResult:
+        try:
+            plan = await kind.plan(data, self._env)
+        except SourceError as error:
+            return await self._finish(
+                action, Status.FAILED, error=str(error), errors=[WriteError(error.code, str(error))]
+            )
+        diff = {"before": _masked(plan.before, kind), "after": _masked(plan.after, kind)}
+        return plan, replace(action, diff=diff), self._freshness(kind, plan)
+
+    def _conflict(self, action: Action, plan: Plan) -> WriteError | None:
+        expected = action.expected_version
+        if expected is None or plan.target_record is None or expected == plan.target_version:
+            return None
+        return WriteError(
+            "CONFLICT",
+            f"{action.target} changed since version {expected}; it is now at version "
+            f"{plan.target_version}: read it again and decide on the current record",
+            "expectedVersion",
+        )
+
+    async def _execute(
+        self, action: Action, kind: ActionKind, data: ActionInput, plan: Plan
+    ) -> WriteResult:
+        key = action.idempotency_key or action.id
+        try:
+            result = await kind.execute(data, plan, self._env, idempotency_key=key)
+        except Invalid as invalid:
+            return await self._finish(action, Status.INVALID, validation=invalid.problems)
+        except SourceConflict as error:
+            message = f"{error}; current version {error.current_version}"
+            return await self._finish(
+                action,
+                Status.CONFLICT,
+                error=message,
+                errors=[WriteError("CONFLICT", message, "expectedVersion")],
+            )
+        except SourceError as error:
+            return await self._finish(
+                action, Status.FAILED, error=str(error), errors=[WriteError(error.code, str(error))]
+            )
+        self._evict(kind, data, plan)
+        return await self._finish(action, Status.APPLIED, result=result)
+
+    def _evict(self, kind: ActionKind, data: ActionInput, plan: Plan) -> None:
+        self._reads.evict(kind.entity, [kind.target(data)])
+        for entity, key in _touched(data, plan):
+            self._reads.evict(entity, [key])
+
+    # ---- existing actions ------------------------------------------------------------
+
+    async def approve(self, action_id: str, approver: Principal, comment: str) -> WriteResult:
+        """Approve a pending action; the last approval needed executes it."""
+        action = await self._pending(action_id)
+        kind = _kind(action.kind)
+        data = kind.Input.model_validate(action.input)
+        if (
+            why := approvals.refusal(
+                approver, action, amount=kind.amount(data), policy=self._policy
+            )
+        ) is not None:
+            raise ActionError("APPROVAL_REFUSED", why)
+        await self._check_binding(action, kind, data)
+        verdict = Approval(
+            approver.id,
+            "approve",
+            comment,
+            action.input_digest,
+            action.policy_version,
+            self._clock(),
+        )
+        action = await self._record_verdict(action, verdict)
+        if approvals.valid_approvals(action) < max(1, action.approvals_required):
+            await self._audit_event(
+                action,
+                "action.approval_recorded",
+                approver,
+                {"approval": _verdict_payload(verdict)},
+            )
+            return self._result(action)
+        executing = replace(action, status=Status.EXECUTING)
+        if not await self._save(
+            action, executing, "action.approved", approver, {"approval": _verdict_payload(verdict)}
+        ):
+            raise ActionError(
+                "ACTION_NOT_PENDING", f"action {action_id} was just decided by someone else"
+            )
+        return await self._proceed(executing, kind, data, dry_run=False)
+
+    async def reject(self, action_id: str, approver: Principal, reason: str) -> WriteResult:
+        """Reject a pending action with a reason."""
+        action = await self._pending(action_id)
+        kind = _kind(action.kind)
+        amount = kind.amount(kind.Input.model_validate(action.input))
+        if (
+            why := approvals.refusal(approver, action, amount=amount, policy=self._policy)
+        ) is not None:
+            raise ActionError("APPROVAL_REFUSED", why)
+        verdict = Approval(
+            approver.id, "reject", reason, action.input_digest, action.policy_version, self._clock()
+        )
+        action = await self._record_verdict(action, verdict)
+        return await self._finish(
+            action,
+            Status.REJECTED,
+            actor=approver,
+            error=reason,
+            extra={"approval": _verdict_payload(verdict)},
+        )
+
+    async def retry(self, action_id: str, principal: Principal) -> WriteResult:
+        """Replay a FAILED action: policy, validation and execution run again."""
+        action = await self.get(action_id)
+        if action is None:
+            raise ActionError("NOT_FOUND", f"no action {action_id}")
+        if action.status is not Status.FAILED:
+            raise ActionError(
+                "NOT_FAILED",
+                f"action {action_id} is {action.status.value}; only FAILED actions are retried",
+            )
+        if principal.id not in (action.principal, action.on_behalf_of) and not (
+            self._policy.decide(principal, action.kind, "approve").allowed
+        ):
+            raise ActionError("RETRY_REFUSED", f"{principal.id} may not retry {action_id}")
+        requester = self._principals.principal(action.principal)
+        if requester is None:
+            raise ActionError("RETRY_REFUSED", f"requester {action.principal} no longer exists")
+        kind = _kind(action.kind)
+        data = kind.Input.model_validate(action.input)
+        decision = self._policy.decide(requester, kind.kind, "write", kind.policy_input(data))
+        executing = replace(_decided(action, decision), status=Status.EXECUTING, error=None)
+        if not await self._save(action, executing, "action.retried", principal, {}):
+            raise ActionError("NOT_FAILED", f"action {action_id} is already being retried")
+        if decision.outcome is Outcome.DENY:
+            return await self._finish(executing, Status.DENIED)
+        return await self._proceed(executing, kind, data, dry_run=False)
+
+    async def expire_due(self) -> int:
+        """Move pending actions past their expiry to EXPIRED; how many moved."""
+        async with self._engine.connect() as connection:
+            due = await store.due_for_expiry(connection, self._clock())
+        for action_id in due:
+            action = await self.get(action_id)
+            if action is not None and action.status is Status.PENDING_APPROVAL:
+                await self._finish(action, Status.EXPIRED, error="approval window passed")
+        return len(due)
+
+    async def get(self, action_id: str) -> Action | None:
+        """One action with its approvals."""
+        async with self._engine.connect() as connection:
+            return await store.get(connection, action_id)
+
+    async def page(
+        self,
+        *,
+        status: Status | None,
+        principal: str | None,
+        visible_to: str | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> tuple[list[Action], bool]:
+        """Actions newest first."""
+        await self.expire_due()
+        async with self._engine.connect() as connection:
+            return await store.page(
+                connection,
+                status=status,
+                principal=principal,
+                visible_to=visible_to,
+                limit=limit,
+                after=after,
+            )
+
+    def approvers_for(self, action: Action) -> list[str]:
+        """Who could approve `action` now."""
+        kind = _kind(action.kind)
+        try:
+            amount = kind.amount(kind.Input.model_validate(action.input))
+        except ValidationError:
+            return []
+        return approvals.eligible(
+            self._principals.all(), action, amount=amount, policy=self._policy
+        )
+
+    def can(self, kind_name: str, raw: Mapping[str, Any], principal: Principal) -> Verdict:
+        """What would happen to this write, without any side effect."""
+        kind = _kind(kind_name)
+        data, problems = _parse(kind, raw)
+        inputs = {} if data is None else kind.policy_input(data)
+        try:
+            decision = self._policy.decide(principal, kind.kind, "write", inputs)
+        except Exception:  # a condition on an input that did not parse
+            decision = Decision(
+                Outcome.DENY, "INPUT_INVALID", "The input is invalid", self._policy.version
+            )
+        approvers: tuple[str, ...] = ()
+        if decision.outcome is Outcome.REVIEW and data is not None:
+            probe = _decided(self._new_action(WriteRequest(kind_name, raw), principal), decision)
+            approvers = tuple(
+                approvals.eligible(
+                    self._principals.all(), probe, amount=kind.amount(data), policy=self._policy
+                )
+            )
+        return Verdict(decision, tuple(problems), approvers)
+
+    # ---- steps -------------------------------------------------------------------------
+
+    def _new_action(self, request: WriteRequest, principal: Principal) -> Action:
+        now = self._clock()
+        raw = dict(request.input)
+        return Action(
+            id=str(uuid.uuid4()),
+            kind=request.kind,
+            status=Status.RECEIVED,
+            principal=principal.id,
+            on_behalf_of=principal.on_behalf_of,
+            channel=request.channel,
+            input=raw,
+            input_digest=input_digest(request.kind, raw),
+            target=_target(request.kind, raw),
+            expected_version=request.expected_version,
+            decision="",
+            rule="",
+            reason="",
+            policy_version=self._policy.version,
+            approvals_required=0,
+            validation=[],
+            diff=None,
+            result=None,
+            error=None,
+            idempotency_key=request.idempotency_key,
+            trace_id=uuid.uuid4().hex,
+            revision=0,
+            created_at=now,
+            updated_at=now,
+            expires_at=None,
+        )
+
+    async def _claim(self, action: Action, request: WriteRequest) -> idempotency.Claim:
+        key = request.idempotency_key
+        assert key is not None  # only keyed requests are claimed
+        request_digest = _digest(
+            {
+                "digest": action.input_digest,
+                "dry_run": request.dry_run,
+                "expected": request.expected_version,
+            }
+        )
+        async with self._engine.begin() as connection:
+            claim = await idempotency.claim(
+                connection,
+                principal=action.principal,
+                key=key,
+                digest=request_digest,
+                action_id=action.id,
+                now=self._clock(),
+                keep_for=timedelta(seconds=self._config.writes.idempotency_ttl),
+            )
+            if claim.won:
+                await store.insert(connection, action)
+        return claim
+
+    async def _replay(self, action_id: str) -> WriteResult:
+        """The first request's result; wait while it is still running elsewhere."""
+        for _ in range(600):
+            action = await self.get(action_id)
+            if action is not None and action.status in SETTLED:
+                return self._result(action, replayed=True)
+            await asyncio.sleep(0.05)
+        raise ActionError(
+            "IDEMPOTENCY_IN_PROGRESS",
+            f"the first request with this key (action {action_id}) is still running; retry later",
+        )
+
+    async def _pending(self, action_id: str) -> Action:
+        await self.expire_due()
+        action = await self.get(action_id)
+        if action is None:
+            raise ActionError("NOT_FOUND", f"no action {action_id}")
+        if action.status is not Status.PENDING_APPROVAL:
+            raise ActionError(
+                "ACTION_NOT_PENDING",
+                f"action {action_id} is {action.status.value}, not pending approval",
+            )
+        return action
+
+    async def _check_binding(self, action: Action, kind: ActionKind, data: ActionInput) -> None:
+        """An approval is bound to the exact input and the policy version that decided it."""
+        if input_digest(action.kind, action.input) != action.input_digest:
+            await self._audit_event(
+                action, "action.tampered", None, {"problem": "input digest mismatch"}
+            )
+            raise ActionError(
+                "INPUT_CHANGED",
+                f"the input of action {action.id} no longer "
+                "matches what was decided; it cannot be approved",
+            )
+        if action.policy_version == self._policy.version:
+            return
+        requester = self._principals.principal(action.principal)
+        decision = (
+            self._policy.decide(requester, kind.kind, "write", kind.policy_input(data))
+            if requester
+            else None
+        )
+        if decision is None or decision.outcome is Outcome.DENY:
+            await self._finish(action, Status.DENIED, error="denied under the new policy")
+        else:
+            redecided = _decided(action, decision)
+            await self._save(action, redecided, "action.redecided", None, {})
+        raise ActionError(
+            "POLICY_CHANGED",
+            f"the policy changed since action {action.id} was "
+            "decided; it has been decided again: approve it again if it is "
+            "still pending",
+        )
+
+    async def _record_verdict(self, action: Action, verdict: Approval) -> Action:
+        try:
+            async with self._engine.begin() as connection:
+                await store.add_approval(connection, action.id, verdict)
+        except IntegrityError as exc:
+            raise ActionError(
+                "APPROVAL_REFUSED", f"{verdict.approver} has already decided on {action.id}"
+            ) from exc
+        return replace(action, approvals=(*action.approvals, verdict))
+
+    def _freshness(self, kind: ActionKind, plan: Plan) -> Freshness | None:
+        record = plan.target_record
+        if record is None:
+            return None
+        contract = self._config.entities[kind.entity]
+        return Freshness(
+            system=contract.source,
+            fetched_at=self._clock(),
+            source_updated_at=record.updated_at,
+            version=record.version,
+            cached=False,
+            sla=Sla(contract.warn_after, contract.error_after),
+        )
+
+    # ---- saving outcomes ---------------------------------------------------------------
+
+    async def _finish(
+        self,
+        action: Action,
+        status: Status,
+        *,
+        validation: Sequence[Problem] = (),
+        errors: Sequence[WriteError] = (),
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+        expires_at: datetime | None = None,
+        freshness: Freshness | None = None,
+        actor: Principal | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> WriteResult:
+        finished = replace(
+            action,
+            status=status,
+            updated_at=self._clock(),
+            error=error,
+            validation=[p.as_dict() for p in validation] or action.validation,
+            result=result,
+            expires_at=expires_at or action.expires_at,
+        )
+        event = f"action.{status.value.lower()}"
+        if not await self._save(action, finished, event, actor, dict(extra or {})):
+            raise ActionError("ACTION_CHANGED", f"action {action.id} was changed concurrently")
+        approvers = (
+            tuple(self.approvers_for(finished))
+            if status in (Status.PENDING_APPROVAL, Status.DRY_RUN) and finished.decision == "review"
+            else ()
+        )
+        found = [*errors, *(WriteError("INVALID", p.message, p.field) for p in validation)]
+        if status is Status.DENIED:
+            found.append(WriteError("DENIED", f"{finished.rule}: {finished.reason}"))
+        return WriteResult(status, finished, tuple(found), freshness, approvers)
+
+    async def _save(
+        self,
+        before: Action,
+        after: Action,
+        event: str,
+        actor: Principal | None,
+        extra: dict[str, Any],
+    ) -> bool:
+        """Store the change and its audit event together, or neither."""
+        async with self._engine.begin() as connection:
+            if before.revision == 0 and not await _exists(connection, before.id):
+                await store.insert(connection, replace(after, revision=1))
+            elif not await store.save(connection, before, after):
+                return False
+            await self._append(connection, after, event, actor, extra)
+        return True
+
+    async def _audit_event(
+        self, action: Action, event: str, actor: Principal | None, extra: dict[str, Any]
+    ) -> None:
+        async with self._engine.begin() as connection:
+            await self._append(connection, action, event, actor, extra)
+
+    async def _append(
+        self,
+        connection: AsyncConnection,
+        action: Action,
+        event: str,
+        actor: Principal | None,
+        extra: dict[str, Any],
+    ) -> None:
+        kind = KINDS.get(action.kind)
+        principal = actor or self._principals.principal(action.principal)
+        payload = {
+            "input": _masked(action.input, kind),
+            "decision": {
+                "outcome": action.decision,
+                "rule": action.rule,
+                "reason": action.reason,
+                "policy_version": action.policy_version,
+            },
+            "validation": action.validation,
+            "diff": action.diff,
+            "expected_version": action.expected_version,
+            "result": action.result,
+            "error": action.error,
+            "approvals": [_verdict_payload(a) for a in action.approvals],
+            "requested_by": action.principal,
+            **extra,
+        }
+        await self._audit.append(
+            AuditEvent(
+                event=event,
+                principal=principal.id if principal else action.principal,
+                principal_kind=principal.kind.value if principal else "unknown",
+                on_behalf_of=principal.on_behalf_of if principal else action.on_behalf_of,
+                channel=action.channel if actor is None else "graphql",
+                outcome=action.status.value,
+                trace_id=action.trace_id,
+                action_id=action.id,
+                action_kind=action.kind,
+                target=action.target,
+                payload=payload,
+            ),
+            connection=connection,
+        )
+
+    def _result(self, action: Action, *, replayed: bool = False) -> WriteResult:
+        errors: list[WriteError] = [
+            WriteError("INVALID", str(p.get("message")), p.get("field")) for p in action.validation
+        ]
+        if action.status is Status.DENIED:
+            errors.append(WriteError("DENIED", f"{action.rule}: {action.reason}"))
+        elif action.error and action.status in FINAL:
+            errors.append(WriteError(action.status.value, action.error))
+        approvers = (
+            tuple(self.approvers_for(action)) if (action.status is Status.PENDING_APPROVAL) else ()
+        )
+        return WriteResult(action.status, action, tuple(errors), None, approvers)
+
+
+async def _exists(connection: AsyncConnection, action_id: str) -> bool:
+    return await store.get(connection, action_id) is not None
+
+
+def _kind(name: str) -> ActionKind:
+    if name not in KINDS:
+        raise InvalidArgument("action", f"unknown action '{name}'; one of {sorted(KINDS)}")
+    return KINDS[name]
+
+
+def _parse(kind: ActionKind, raw: Mapping[str, Any]) -> tuple[ActionInput | None, list[Problem]]:
+    try:
+        return kind.Input.model_validate(dict(raw)), []
+    except ValidationError as exc:
+        return None, [
+            Problem(error["msg"], _field_path(error["loc"]), "SHAPE") for error in exc.errors()
+        ]
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    parts = [str(part) for part in loc]
+    return ".".join(_camel(part) for part in parts) if parts else "input"
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _decided(action: Action, decision: Decision) -> Action:
+    return replace(
+        action,
+        decision=decision.outcome.value,
+        rule=decision.rule,
+        reason=decision.reason,
+        policy_version=decision.policy_version,
+        approvals_required=decision.approvals_required,
+    )
+
+
+def _target(kind: str, raw: Mapping[str, Any]) -> str:
+    found = KINDS.get(kind)
+    if found is None:
+        return kind
+    for name in ("sku", "order_id", "customer_id"):
+        if isinstance(raw.get(name), str):
+            return f"{found.entity}:{raw[name]}"
+    return found.entity
+
+
+def _touched(data: ActionInput, plan: Plan) -> list[tuple[str, str]]:
+    """Records besides the target whose cached copies a write makes stale."""
+    touched: list[tuple[str, str]] = []
+    values = data.model_dump()
+    if "customer_id" in values:
+        touched += [("Balance", values["customer_id"]), ("Customer", values["customer_id"])]
+    if "order_id" in values:
+        touched.append(("Order", values["order_id"]))
+    for line in values.get("lines") or []:
+        touched.append(("InventoryItem", line["sku"]))
+    if plan.target_record is not None:
+        for line in plan.target_record.data.get("lines") or []:
+            touched.append(("InventoryItem", line["sku"]))
+    return touched
+
+
+def input_digest(kind: str, raw: Mapping[str, Any]) -> str:
+    """The digest an approval is bound to."""
+    return _digest({"kind": kind, "input": raw})
+
+
+def _digest(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _masked(values: Mapping[str, Any] | None, kind: ActionKind | None) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    hidden = kind.pii_fields if kind is not None else frozenset()
+    return {k: (MASK if k in hidden and v is not None else v) for k, v in values.items()}
+
+
+def _verdict_payload(verdict: Approval) -> dict[str, Any]:
+    return {
+        "approver": verdict.approver,
+        "verdict": verdict.verdict,
+        "comment": verdict.comment,
+        "at": verdict.at.isoformat(),
+        "input_digest": verdict.input_digest,
+        "policy_version": verdict.policy_version,
+    }
+
+
+def money(value: Decimal | None) -> str | None:
+    """A Decimal as its exact string."""
+    return None if value is None else str(value)
