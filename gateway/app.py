@@ -6,6 +6,8 @@ GET  /healthz   the process is alive
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -15,35 +17,84 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http.ides import get_graphql_ide_html
 
+from gateway.actions import WriteEnv
+from gateway.audit import AuditTrail
 from gateway.authz import Policy
 from gateway.body_limit import BodyLimit
 from gateway.config import GatewayConfig, load_config
 from gateway.connectors import build_connectors
-from gateway.errors import Unauthenticated
+from gateway.database import create_engine, create_schema
+from gateway.errors import ConfigError, Unauthenticated
 from gateway.graphql.context import Context
 from gateway.graphql.schema import build_schema
+from gateway.pipeline import Writes
 from gateway.principals import Authenticator, Principal
 from gateway.reads import Reads
 from gateway.services import Services
 from gateway.settings import Settings
+from sources.connector import Connector
+from sources.http import HttpConnector
+from sources.sql import SqlConnector
+
+log = logging.getLogger("gatehouse")
 
 
 def build_services(settings: Settings, config: GatewayConfig) -> Services:
-    """Every long-lived service, built once."""
+    """Every long-lived service, built once (the database schema is made in `start`)."""
     connectors = build_connectors(config)
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    reads = Reads(entities=config.entities, connectors=connectors)
+    policy = Policy(
+        config.policy_path("model"),
+        config.policy_path("policy"),
+        roles={name: p.roles for name, p in config.principals.items()},
+    )
+    authenticator = Authenticator(config.principals, auth=config.auth, jwt_secret=secret)
+    engine = create_engine(settings.database_url)
+    audit = AuditTrail(engine)
+    writes = Writes(
+        engine=engine,
+        audit=audit,
+        policy=policy,
+        reads=reads,
+        env=write_env(connectors),
+        authenticator=authenticator,
+        config=config,
+    )
     return Services(
         settings=settings,
         config=config,
         connectors=connectors,
-        reads=Reads(entities=config.entities, connectors=connectors),
-        policy=Policy(
-            config.policy_path("model"),
-            config.policy_path("policy"),
-            roles={name: p.roles for name, p in config.principals.items()},
-        ),
-        authenticator=Authenticator(config.principals, auth=config.auth, jwt_secret=secret),
+        reads=reads,
+        policy=policy,
+        authenticator=authenticator,
+        engine=engine,
+        audit=audit,
+        writes=writes,
     )
+
+
+def write_env(connectors: dict[str, Connector]) -> WriteEnv:
+    """The systems the order-to-cash actions write to: the ERP (SQL) and the CRM (HTTP)."""
+    erp, crm = connectors.get("erp"), connectors.get("crm")
+    if not isinstance(erp, SqlConnector) or not isinstance(crm, HttpConnector):
+        raise ConfigError("writes need an 'erp' source of kind sql and a 'crm' of kind http")
+    return WriteEnv(erp=erp, crm=crm)
+
+
+async def start(services: Services) -> None:
+    """Prepare what needs I/O before the first request: the gateway's own tables."""
+    await create_schema(services.engine)
+
+
+async def _watch_policy(services: Services, every: float = 2.0) -> None:
+    """Pick up edited policy files without a restart."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await services.writes.refresh_policy()
+        except Exception:
+            log.exception("policy refresh failed")
 
 
 def get_services(request: Request) -> Services:
@@ -80,10 +131,13 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, config)
+        await start(services)
         app.state.services = services
+        watcher = asyncio.create_task(_watch_policy(services))
         try:
             yield
         finally:
+            watcher.cancel()
             await services.close()
 
     app = FastAPI(title="Gatehouse", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -145,6 +145,8 @@ class StoredEvent:
         cls, event: AuditEvent, *, seq: int, prev_hash: str, id: str, at: datetime
     ) -> StoredEvent:
         """The event chained after `prev_hash` at position `seq`, with its hash."""
+        if at.tzinfo is None:
+            raise ValueError("an audit event's time must be timezone-aware")
         fields = {**vars(event), "payload": json.loads(canonical_json(dict(event.payload)))}
         unsealed = cls(seq=seq, id=id, at=_utc(at), prev_hash=prev_hash, hash="", **fields)
         return replace(unsealed, hash=unsealed.computed_hash())

@@ -9,6 +9,7 @@ digest of its files: an approval is bound to the version that decided the action
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ import casbin
 from gateway.principals import Principal
 
 DEFAULT_DENY = "DEFAULT_DENY"
+
+log = logging.getLogger("gatehouse.policy")
 
 
 class Outcome(StrEnum):
@@ -100,10 +103,17 @@ class Policy:
         return self.decide(principal, entity, "read").allowed
 
     def reload_if_changed(self) -> str | None:
-        """Reload when the files changed; the previous version if it did, else None."""
-        if policy_version(self.model_path, self.policy_path) == self.version:
+        """Reload when the files changed; the previous version if it did, else None.
+
+        A file that does not load (a typo mid-edit) keeps the current policy in force.
+        """
+        try:
+            if policy_version(self.model_path, self.policy_path) == self.version:
+                return None
+            enforcer, version = self._load()
+        except Exception:
+            log.exception("policy files changed but do not load; keeping version %s", self.version)
             return None
-        enforcer, version = self._load()
         with self._lock:
             previous, self._enforcer, self.version = self.version, enforcer, version
         return previous

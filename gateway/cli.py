@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO, TypeVar
 
 import uvicorn
+from sqlalchemy import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.app import create_app
+from gateway.audit import AuditTrail
 from gateway.config import load_config
+from gateway.database import create_engine
 from gateway.demo import running_estate, write_keys_file
 from gateway.errors import ConfigError
 from gateway.settings import Settings
@@ -43,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default: $GATEHOUSE_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default: $GATEHOUSE_PORT)")
     serve.set_defaults(run=_serve)
+    _add_audit(commands)
     return parser
 
 
@@ -56,7 +65,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     with running_estate(args.state_dir) as estate:
-        settings = Settings(host=args.host, port=args.port)
+        database = (args.state_dir / "gatehouse.db").resolve()
+        settings = Settings(
+            host=args.host, port=args.port, database_url=f"sqlite+aiosqlite:///{database}"
+        )
         app = create_app(settings, estate.config())
         keys_file = write_keys_file(estate)
         base = f"http://{args.host}:{args.port}"
@@ -86,3 +98,121 @@ def _banner(base: str, crm: str, erp: str, keys: dict[str, str], keys_file: Path
         "{ amount currency } } freshness { system ageSeconds status } } }\"}'",
     ]
     return "\n".join(lines)
+
+
+T = TypeVar("T")
+
+
+class _AuditUnavailable(Exception):
+    """The audit command cannot run: a bad argument, or a database it cannot read."""
+
+
+def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser("audit", help="verify or export the audit trail")
+    steps = audit.add_subparsers(required=True, metavar="STEP")
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument("--database-url", help="default: $GATEHOUSE_DATABASE_URL")
+
+    verify = steps.add_parser("verify", parents=[database], help="check the hash chain")
+    verify.set_defaults(run=_audit_verify)
+
+    export = steps.add_parser("export", parents=[database], help="write events as JSONL or CSV")
+    export.add_argument("--format", choices=("jsonl", "csv"), required=True)
+    export.add_argument("--since", help="ISO 8601 date or time, inclusive (UTC unless given)")
+    export.add_argument("--until", help="ISO 8601 date or time, exclusive (UTC unless given)")
+    export.add_argument("--principal", help="only this principal's events")
+    export.add_argument("--action", dest="action_kind", help="only this action kind")
+    export.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    export.set_defaults(run=_audit_export)
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    try:
+        verdict = asyncio.run(_on_trail(args.database_url, AuditTrail.verify))
+    except _AuditUnavailable as exc:
+        print(f"gatehouse: {exc}", file=sys.stderr)
+        return 2
+    if not verdict.ok:
+        print(f"audit trail BROKEN at {verdict.problem}", file=sys.stderr)
+        return 1
+    print(f"audit trail intact: {verdict.events} events")
+    return 0
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    try:
+        since, until = _instant(args.since, "--since"), _instant(args.until, "--until")
+        with _output(args.output) as out:
+            count = asyncio.run(
+                _on_trail(
+                    args.database_url,
+                    lambda trail: trail.export(
+                        out,
+                        format=args.format,
+                        since=since,
+                        until=until,
+                        principal=args.principal,
+                        action_kind=args.action_kind,
+                    ),
+                )
+            )
+    except _AuditUnavailable as exc:
+        print(f"gatehouse: {exc}", file=sys.stderr)
+        return 2
+    print(f"gatehouse: exported {count} events", file=sys.stderr)
+    return 0
+
+
+async def _on_trail(url: str | None, work: Callable[[AuditTrail], Awaitable[T]]) -> T:
+    """Run `work` on the audit trail of the database at `url`, as one line on failure."""
+    url = url or Settings().database_url
+    try:
+        _require_sqlite_file(url)
+        engine = create_engine(url)
+    except SQLAlchemyError as exc:
+        raise _AuditUnavailable(f"bad database URL: {_one_line(exc)}") from exc
+    try:
+        return await work(AuditTrail(engine))
+    except (SQLAlchemyError, OSError) as exc:
+        raise _AuditUnavailable(f"cannot read the audit trail: {_one_line(exc)}") from exc
+    finally:
+        await engine.dispose()
+
+
+def _require_sqlite_file(url: str) -> None:
+    # Connecting would create an empty SQLite file where the user mistyped a path.
+    parsed = make_url(url)
+    path = parsed.database
+    in_file = parsed.get_backend_name() == "sqlite" and path not in (None, "", ":memory:")
+    if in_file and not Path(str(path)).is_file():
+        raise _AuditUnavailable(f"no database file at {path}")
+
+
+def _one_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _instant(text: str | None, flag: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        example = "2025-01-31 or 2025-01-31T09:00:00+01:00"
+        raise _AuditUnavailable(
+            f"{flag}: {text!r} is not an ISO 8601 date or time ({example})"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+@contextmanager
+def _output(path: Path | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        return
+    try:
+        file = path.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise _AuditUnavailable(f"cannot write {path}: {exc.strerror}") from exc
+    with file:
+        yield file

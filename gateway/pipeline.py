@@ -224,10 +224,34 @@ class Writes:
         for entity, key in _touched(data, plan):
             self._reads.evict(entity, [key])
 
+    # ---- policy --------------------------------------------------------------------------
+
+    async def refresh_policy(self) -> None:
+        """Reload the policy files if they changed, and audit the reload."""
+        previous = self._policy.reload_if_changed()
+        if previous is None:
+            return
+        event = AuditEvent(
+            event="policy.reloaded",
+            principal="gatehouse",
+            principal_kind="system",
+            on_behalf_of=None,
+            channel="system",
+            outcome="RELOADED",
+            trace_id=uuid.uuid4().hex,
+            payload={
+                "previous_version": previous,
+                "version": self._policy.version,
+                "files": [str(self._policy.model_path), str(self._policy.policy_path)],
+            },
+        )
+        await self._audit.append(event)
+
     # ---- existing actions ------------------------------------------------------------
 
     async def approve(self, action_id: str, approver: Principal, comment: str) -> WriteResult:
         """Approve a pending action; the last approval needed executes it."""
+        await self.refresh_policy()
         action = await self._pending(action_id)
         kind = _kind(action.kind)
         data = kind.Input.model_validate(action.input)
@@ -255,10 +279,14 @@ class Writes:
                 {"approval": _verdict_payload(verdict)},
             )
             return self._result(action)
-        executing = replace(action, status=Status.EXECUTING)
-        if not await self._save(
-            action, executing, "action.approved", approver, {"approval": _verdict_payload(verdict)}
-        ):
+        executing = await self._save(
+            action,
+            replace(action, status=Status.EXECUTING),
+            "action.approved",
+            approver,
+            {"approval": _verdict_payload(verdict)},
+        )
+        if executing is None:
             raise ActionError(
                 "ACTION_NOT_PENDING", f"action {action_id} was just decided by someone else"
             )
@@ -305,8 +333,9 @@ class Writes:
         kind = _kind(action.kind)
         data = kind.Input.model_validate(action.input)
         decision = self._policy.decide(requester, kind.kind, "write", kind.policy_input(data))
-        executing = replace(_decided(action, decision), status=Status.EXECUTING, error=None)
-        if not await self._save(action, executing, "action.retried", principal, {}):
+        retried = replace(_decided(action, decision), status=Status.EXECUTING, error=None)
+        executing = await self._save(action, retried, "action.retried", principal, {})
+        if executing is None:
             raise ActionError("NOT_FAILED", f"action {action_id} is already being retried")
         if decision.outcome is Outcome.DENY:
             return await self._finish(executing, Status.DENIED)
@@ -384,7 +413,7 @@ class Writes:
 
     def _new_action(self, request: WriteRequest, principal: Principal) -> Action:
         now = self._clock()
-        raw = dict(request.input)
+        raw = _normalized(request.kind, request.input)
         return Action(
             id=str(uuid.uuid4()),
             kind=request.kind,
@@ -542,8 +571,10 @@ class Writes:
             expires_at=expires_at or action.expires_at,
         )
         event = f"action.{status.value.lower()}"
-        if not await self._save(action, finished, event, actor, dict(extra or {})):
+        saved = await self._save(action, finished, event, actor, dict(extra or {}))
+        if saved is None:
             raise ActionError("ACTION_CHANGED", f"action {action.id} was changed concurrently")
+        finished = saved
         approvers = (
             tuple(self.approvers_for(finished))
             if status in (Status.PENDING_APPROVAL, Status.DRY_RUN) and finished.decision == "review"
@@ -561,15 +592,16 @@ class Writes:
         event: str,
         actor: Principal | None,
         extra: dict[str, Any],
-    ) -> bool:
-        """Store the change and its audit event together, or neither."""
+    ) -> Action | None:
+        """Store the change and its audit event together, or neither; None if it lost a race."""
+        saved = replace(after, revision=before.revision + 1)
         async with self._engine.begin() as connection:
             if before.revision == 0 and not await _exists(connection, before.id):
-                await store.insert(connection, replace(after, revision=1))
+                await store.insert(connection, saved)
             elif not await store.save(connection, before, after):
-                return False
-            await self._append(connection, after, event, actor, extra)
-        return True
+                return None
+            await self._append(connection, saved, event, actor, extra)
+        return saved
 
     async def _audit_event(
         self, action: Action, event: str, actor: Principal | None, extra: dict[str, Any]
@@ -699,6 +731,18 @@ def _touched(data: ActionInput, plan: Plan) -> list[tuple[str, str]]:
         for line in plan.target_record.data.get("lines") or []:
             touched.append(("InventoryItem", line["sku"]))
     return touched
+
+
+def _normalized(kind: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The input as its model dumps it, so equal inputs digest equally from any front door."""
+    found = KINDS.get(kind)
+    if found is not None:
+        try:
+            dumped: dict[str, Any] = found.Input.model_validate(dict(raw)).model_dump(mode="json")
+            return dumped
+        except ValidationError:
+            pass
+    return {key: value for key, value in raw.items() if value is not None}
 
 
 def input_digest(kind: str, raw: Mapping[str, Any]) -> str:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.audit import AuditTrail
 from gateway.authz import Policy
 from gateway.config import Classification, GatewayConfig
+from gateway.pipeline import Writes
 from gateway.principals import Authenticator
 from gateway.reads import Reads
 from gateway.settings import Settings
@@ -22,6 +26,9 @@ class Services:
     reads: Reads
     policy: Policy
     authenticator: Authenticator
+    engine: AsyncEngine
+    audit: AuditTrail
+    writes: Writes
 
     def classification(self, entity: str, field: str) -> Classification:
         """A field's classification; `field` may name a child's field as `child.field`."""
@@ -34,3 +41,4 @@ class Services:
         """Release every connector's connections."""
         for connector in self.connectors.values():
             await connector.close()
+        await self.engine.dispose()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app import start
 from gateway.config import GatewayConfig
 from gateway.demo import DemoEstate, running_estate
 from gateway.services import Services
@@ -27,9 +28,16 @@ def config(estate: DemoEstate) -> GatewayConfig:
 
 
 @pytest.fixture
-async def services(config: GatewayConfig) -> AsyncIterator[Services]:
-    """Fresh services (empty caches, zeroed counters) over the estate."""
-    built = services_for(config)
+def database_url(tmp_path: Path) -> str:
+    """A fresh SQLite file for the gateway's own database."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}"
+
+
+@pytest.fixture
+async def services(config: GatewayConfig, database_url: str) -> AsyncIterator[Services]:
+    """Fresh services (empty caches, zeroed counters, empty gateway database)."""
+    built = services_for(config, database_url)
+    await start(built)
     yield built
     await built.close()
 

@@ -22,6 +22,8 @@ from gateway.app import build_services
 from gateway.config import GatewayConfig
 from gateway.graphql.context import Context
 from gateway.graphql.schema import build_schema
+from gateway.pipeline import WriteRequest, WriteResult
+from gateway.principals import Principal
 from gateway.services import Services
 from gateway.settings import Settings
 
@@ -70,9 +72,9 @@ def with_source(config: GatewayConfig, name: str, **changes: Any) -> GatewayConf
     return config.model_copy(update={"sources": {**config.sources, name: source}})
 
 
-def services_for(config: GatewayConfig) -> Services:
+def services_for(config: GatewayConfig, database_url: str) -> Services:
     """The gateway's services over a config, as the app builds them."""
-    return build_services(Settings(), config)
+    return build_services(Settings(database_url=database_url), config)
 
 
 async def run_query(
@@ -134,3 +136,41 @@ def live_server(app: FastAPI) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+async def submit(
+    services: Services,
+    kind: str,
+    data: dict[str, Any],
+    *,
+    principal: str = "olivia",
+    key: str | None = None,
+    dry_run: bool = False,
+    expected_version: str | None = None,
+) -> WriteResult:
+    """Send one write through the pipeline as `principal`."""
+    caller = services.authenticator.principal(principal)
+    assert caller is not None, principal
+    request = WriteRequest(
+        kind=kind,
+        input=data,
+        idempotency_key=key,
+        dry_run=dry_run,
+        expected_version=expected_version,
+    )
+    return await services.writes.submit(request, caller)
+
+
+def as_principal(services: Services, name: str) -> Principal:
+    """A configured principal by name."""
+    found = services.authenticator.principal(name)
+    assert found is not None, name
+    return found
+
+
+async def stock(services: Services, sku: str, location: str) -> dict[str, int]:
+    """The stock level of one item at one location, read fresh from the ERP."""
+    record = await services.reads.connector("InventoryItem").read("InventoryItem", sku)
+    assert record is not None, sku
+    (level,) = [lv for lv in record.data["levels"] if lv["location"] == location]
+    return {"on_hand": level["on_hand"], "reserved": level["reserved"]}

@@ -21,8 +21,9 @@ QUERY = {"query": '{ customer(id: "C-00001") { id name } }'}
 
 
 @pytest.fixture(scope="module")
-def server(estate: DemoEstate) -> Iterator[LiveServer]:
-    settings = Settings(jwt_secret=JWT_SECRET)
+def server(estate: DemoEstate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    database = tmp_path_factory.mktemp("gateway") / "gatehouse.db"
+    settings = Settings(jwt_secret=JWT_SECRET, database_url=f"sqlite+aiosqlite:///{database}")
     with live_server(create_app(settings, estate.config())) as running:
         yield running
 
@@ -162,14 +163,14 @@ def test_healthz_is_ok(server: LiveServer) -> None:
 
 
 def test_internal_error_is_masked_without_traceback(
-    estate: DemoEstate, olivia: dict[str, str]
+    estate: DemoEstate, olivia: dict[str, str], database_url: str
 ) -> None:
     # A config whose ERP table does not exist makes the database raise deep inside
     # SQLAlchemy; the caller must see a coded error naming the source, not a traceback.
     config: GatewayConfig = estate.config()
     broken = config.entities["Order"].model_copy(update={"table": "no_such_table"})
     config = config.model_copy(update={"entities": {**config.entities, "Order": broken}})
-    with live_server(create_app(Settings(), config)) as server:
+    with live_server(create_app(Settings(database_url=database_url), config)) as server:
         response = post(server, {"query": '{ order(id: "SO-100001") { id } }'}, olivia)
     assert response.status_code == 200
     error = response.json()["errors"][0]

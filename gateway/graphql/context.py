@@ -55,6 +55,10 @@ class Context(BaseContext):
             return True
         return self._granted(f"{classification.value}:{entity}", "read")
 
+    def granted_classification(self, entity: str, classification: str) -> bool:
+        """Whether values of this classification on this entity are shown unmasked."""
+        return self._granted(f"{classification}:{entity}", "read")
+
     def _granted(self, obj: str, act: str) -> bool:
         if (obj, act) not in self._grants:
             decision = self.services.policy.decide(self.principal, obj, act)

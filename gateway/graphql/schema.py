@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import strawberry
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 
 from gateway.config import LimitsConfig
 from gateway.graphql.extensions import ErrorCodes, MaskedPaths, query_limits
-from gateway.graphql.queries import Query
+from gateway.graphql.mutations import ActionQueries, Mutation
+from gateway.graphql.queries import Query as ReadQueries
+
+Query = merge_types("Query", (ReadQueries, ActionQueries))
 
 
 def build_schema(limits: LimitsConfig) -> strawberry.Schema:
     """The schema, refusing over-limit operations before anything runs."""
     return strawberry.Schema(
         query=Query,
+        mutation=Mutation,
         config=StrawberryConfig(batching_config={"max_operations": limits.max_operations}),
         extensions=[query_limits(limits), ErrorCodes, MaskedPaths],
     )

@@ -1,0 +1,120 @@
+"""A writable estate per test, on SQLite and on PostgreSQL: ERP, gateway database, CRM.
+
+SQLite: a copy of a seeded ERP file and a fresh gateway database file. PostgreSQL: a fresh
+database cloned from a seeded template (CREATE DATABASE ... TEMPLATE), holding both the
+ERP's tables and the gateway's own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from gateway.app import start
+from gateway.config import GatewayConfig
+from gateway.demo import DemoEstate
+from gateway.services import Services
+from sources.demo import CrmProcess, build_estate, create_erp, seed_crm
+from tests.factories import require_postgres, services_for, with_source
+
+ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def pg_url(database: str) -> str:
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+
+
+async def _admin(statement: str) -> None:
+    engine = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(sqlalchemy.text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_erp_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("erp-template") / "erp.db"
+    asyncio.run(create_erp(f"sqlite+aiosqlite:///{path}", build_estate()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    require_postgres()
+    name = f"gh_tpl_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(create_erp(pg_url(name), build_estate()))
+    yield name
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where one test's ERP and gateway database live."""
+
+    name: str
+    erp_url: str
+    database_url: str
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_erp_template")
+        shutil.copy(template, tmp_path / "erp.db")
+        yield Backend(
+            "sqlite",
+            f"sqlite+aiosqlite:///{tmp_path / 'erp.db'}",
+            f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}",
+        )
+        return
+    template_name: str = request.getfixturevalue("postgres_template")
+    name = f"gh_test_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
+    yield Backend("postgres", pg_url(name), pg_url(name))
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def own_crm(tmp_path: Path) -> Iterator[CrmProcess]:
+    """A CRM process of the test's own, free to change, stop and restart."""
+    seed_crm(tmp_path / "crm.db", build_estate())
+    with CrmProcess.start(tmp_path / "crm.db") as process:
+        yield process
+
+
+@pytest.fixture
+def write_config(estate: DemoEstate, backend: Backend) -> GatewayConfig:
+    """The demo configuration over this test's writable ERP (and the shared CRM)."""
+    return with_source(estate.config(), "erp", url=backend.erp_url, timeout=2.0)
+
+
+@pytest.fixture
+async def governed(write_config: GatewayConfig, backend: Backend) -> AsyncIterator[Services]:
+    """The gateway's services over this test's writable estate."""
+    built = services_for(write_config, backend.database_url)
+    await start(built)
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+async def governed_crm(
+    write_config: GatewayConfig, backend: Backend, own_crm: CrmProcess
+) -> AsyncIterator[Services]:
+    """Like `governed`, with a CRM process of the test's own."""
+    config = with_source(write_config, "crm", url=own_crm.url, timeout=1.0)
+    built = services_for(config, backend.database_url)
+    await start(built)
+    yield built
+    await built.close()

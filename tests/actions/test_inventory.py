@@ -1,0 +1,157 @@
+"""inventory.adjust: policy tiers, stock never negative, approval, idempotency, failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.actions.store import Status
+from gateway.services import Services
+from tests.factories import as_principal, stock, submit
+
+SKU, LOCATION = "SKU-0001", "WH-AMS"
+
+
+def adjust(delta: int, sku: str = SKU, location: str = LOCATION) -> dict[str, object]:
+    return {"sku": sku, "location": location, "delta": delta, "reason": "cycle count"}
+
+
+async def test_adjust_within_agent_limit_is_applied_and_audited(governed: Services) -> None:
+    before = await stock(governed, SKU, LOCATION)
+    result = await submit(governed, "inventory.adjust", adjust(40), principal="restock-bot")
+    assert result.status is Status.APPLIED, result.errors
+    assert result.action is not None
+    assert result.action.rule == "RESTOCK_WITHIN_LIMIT"
+    after = await stock(governed, SKU, LOCATION)
+    assert after["on_hand"] == before["on_hand"] + 40
+    events, _ = await governed.audit.query(action_id=result.action.id, limit=10)
+    assert [e.event for e in events] == ["action.applied"]
+    assert events[0].principal == "restock-bot"
+    assert events[0].on_behalf_of == "olivia"
+    assert events[0].payload["decision"]["rule"] == "RESTOCK_WITHIN_LIMIT"
+    assert events[0].payload["diff"]["after"]["on_hand"] == after["on_hand"]
+    assert (await governed.audit.verify()).ok
+
+
+async def test_adjust_over_agent_limit_waits_for_a_human_approver(governed: Services) -> None:
+    before = await stock(governed, SKU, LOCATION)
+    pending = await submit(governed, "inventory.adjust", adjust(150), principal="restock-bot")
+    assert pending.status is Status.PENDING_APPROVAL
+    assert pending.action is not None
+    assert pending.approvers == ("finn",)  # olivia owns the agent, so she may not approve
+    assert await stock(governed, SKU, LOCATION) == before
+
+    approved = await governed.writes.approve(
+        pending.action.id, as_principal(governed, "finn"), "counted twice"
+    )
+    assert approved.status is Status.APPLIED
+    assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + 150
+    events, _ = await governed.audit.query(action_id=pending.action.id, limit=10)
+    assert [e.event for e in events] == [
+        "action.pending_approval",
+        "action.approved",
+        "action.applied",
+    ]
+
+
+async def test_adjust_below_reserved_is_invalid_and_changes_nothing(governed: Services) -> None:
+    before = await stock(governed, SKU, LOCATION)
+    result = await submit(governed, "inventory.adjust", adjust(-(before["on_hand"] + 1)))
+    assert result.status is Status.INVALID
+    assert result.errors[0].field == "delta"
+    assert "never goes below zero" in result.errors[0].message
+    assert await stock(governed, SKU, LOCATION) == before
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"sku": SKU, "location": LOCATION, "delta": "lots", "reason": "x y z"}, "delta"),
+        ({"sku": SKU, "location": LOCATION, "delta": 5}, "reason"),
+        ({"sku": "", "location": LOCATION, "delta": 5, "reason": "recount"}, "sku"),
+        ({"sku": SKU, "location": LOCATION, "delta": 10**7, "reason": "recount"}, "delta"),
+        ({"sku": SKU, "location": LOCATION, "delta": 1, "reason": "ok!", "x": 1}, "x"),
+        (adjust(5, sku="SKU-9999"), "sku"),
+        (adjust(5, location="WH-XXX"), "location"),
+        (adjust(0), "delta"),
+    ],
+)
+async def test_adjust_bad_input_is_invalid_naming_the_field(
+    governed: Services, data: dict[str, object], field: str
+) -> None:
+    result = await submit(governed, "inventory.adjust", data)
+    assert result.status is Status.INVALID
+    assert field in [error.field for error in result.errors]
+    assert result.action is not None
+    events, _ = await governed.audit.query(action_id=result.action.id, limit=5)
+    assert [e.outcome for e in events] == ["INVALID"]
+
+
+async def test_adjust_dry_run_shows_diff_and_freshness_and_changes_nothing(
+    governed: Services,
+) -> None:
+    before = await stock(governed, SKU, LOCATION)
+    result = await submit(
+        governed, "inventory.adjust", adjust(150), principal="restock-bot", dry_run=True
+    )
+    assert result.status is Status.DRY_RUN
+    assert result.action is not None
+    assert result.action.decision == "review"
+    assert result.approvers == ("finn",)
+    assert result.action.diff == {
+        "before": {
+            **before,
+            "location": LOCATION,
+            "available": before["on_hand"] - before["reserved"],
+        },
+        "after": {
+            "on_hand": before["on_hand"] + 150,
+            "reserved": before["reserved"],
+            "location": LOCATION,
+            "available": before["on_hand"] + 150 - before["reserved"],
+        },
+    }
+    assert result.freshness is not None
+    assert result.freshness.system == "erp"
+    assert result.freshness.cached is False
+    assert await stock(governed, SKU, LOCATION) == before
+
+
+async def test_adjust_stale_expected_version_is_conflict(governed: Services) -> None:
+    record = await governed.reads.connector("InventoryItem").read("InventoryItem", SKU)
+    assert record is not None
+    first = await submit(governed, "inventory.adjust", adjust(5), expected_version=record.version)
+    assert first.status is Status.APPLIED
+    before = await stock(governed, SKU, LOCATION)
+    second = await submit(governed, "inventory.adjust", adjust(5), expected_version=record.version)
+    assert second.status is Status.CONFLICT
+    assert second.errors[0].field == "expectedVersion"
+    assert await stock(governed, SKU, LOCATION) == before
+
+
+async def test_adjust_same_key_same_input_executes_once(governed: Services) -> None:
+    before = await stock(governed, SKU, LOCATION)
+    first = await submit(governed, "inventory.adjust", adjust(7), key="k-1")
+    again = await submit(governed, "inventory.adjust", adjust(7), key="k-1")
+    assert first.status is again.status is Status.APPLIED
+    assert first.action is not None
+    assert again.action is not None
+    assert again.action.id == first.action.id
+    assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + 7
+
+
+async def test_adjust_same_key_other_input_is_refused(governed: Services) -> None:
+    await submit(governed, "inventory.adjust", adjust(7), key="k-2")
+    with pytest.raises(Exception, match="used before with a different input"):
+        await submit(governed, "inventory.adjust", adjust(8), key="k-2")
+
+
+async def test_adjust_concurrent_same_key_executes_once(governed: Services) -> None:
+    before = await stock(governed, SKU, LOCATION)
+    results = await asyncio.gather(
+        *(submit(governed, "inventory.adjust", adjust(3), key="k-race") for _ in range(8))
+    )
+    assert {r.status for r in results} == {Status.APPLIED}
+    assert len({r.action.id for r in results if r.action}) == 1
+    assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + 3
