@@ -1,9 +1,10 @@
-"""The `gatehouse` command: demo, serve."""
+"""The `gatehouse` command: demo, serve, audit verify|export, policy check."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,12 +16,13 @@ import uvicorn
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.app import create_app
+from gateway.actions import KINDS
+from gateway.app import build_services, create_app
 from gateway.audit import AuditTrail
 from gateway.config import load_config
 from gateway.database import create_engine
 from gateway.demo import running_estate, write_keys_file
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, InvalidArgument
 from gateway.settings import Settings
 
 
@@ -52,7 +54,56 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default: $GATEHOUSE_PORT)")
     serve.set_defaults(run=_serve)
     _add_audit(commands)
+    _add_policy(commands)
     return parser
+
+
+def _add_policy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    policy = commands.add_parser("policy", help="explain policy decisions")
+    steps = policy.add_subparsers(required=True, metavar="STEP")
+    check = steps.add_parser("check", help="what policy decides for a principal, action, input")
+    check.add_argument("--config", type=Path, help="TOML file (default: $GATEHOUSE_CONFIG)")
+    check.add_argument("--principal", required=True, help="a configured principal, e.g. olivia")
+    check.add_argument(
+        "--action",
+        required=True,
+        help="an action kind (inventory.adjust) or mutation (adjustInventory)",
+    )
+    check.add_argument("--input", default="{}", help="the write's input as JSON")
+    check.set_defaults(run=_policy_check)
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    settings = Settings(**({"config": args.config} if args.config else {}))
+    services = build_services(settings, load_config(settings.config))
+    principal = services.authenticator.principal(args.principal)
+    if principal is None:
+        return _fail(f"no principal named '{args.principal}' in {settings.config}")
+    try:
+        raw = json.loads(args.input)
+    except json.JSONDecodeError as exc:
+        return _fail(f"--input is not JSON: {exc.msg} at character {exc.pos}")
+    by_mutation = {kind.mutation: kind.kind for kind in KINDS.values()}
+    try:
+        verdict = services.writes.can(by_mutation.get(args.action, args.action), raw, principal)
+    except InvalidArgument as exc:
+        return _fail(exc.message)
+    decision = verdict.decision
+    print(f"decision:  {decision.outcome.value}")
+    print(f"rule:      {decision.rule}")
+    print(f"reason:    {decision.reason}")
+    print(f"policy:    {decision.policy_version}")
+    if decision.approvals_required:
+        approvers = ", ".join(verdict.approvers) or "nobody configured can"
+        print(f"approvals: {decision.approvals_required} needed; could approve: {approvers}")
+    for problem in verdict.problems:
+        print(f"invalid:   {problem.field}: {problem.message}")
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"gatehouse: {message}", file=sys.stderr)
+    return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -70,7 +121,7 @@ def _demo(args: argparse.Namespace) -> int:
             host=args.host, port=args.port, database_url=f"sqlite+aiosqlite:///{database}"
         )
         app = create_app(settings, estate.config())
-        keys_file = write_keys_file(estate)
+        keys_file = write_keys_file(estate, database_url=settings.database_url)
         base = f"http://{args.host}:{args.port}"
         print(_banner(base, estate.crm.url, estate.erp_url, estate.keys, keys_file), flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -677,9 +677,22 @@ def _kind(name: str) -> ActionKind:
     return KINDS[name]
 
 
+def _snake_keys(value: Any) -> Any:
+    """JSON from GraphQL clients arrives camelCased (customerId); the models are snake_case."""
+    if isinstance(value, Mapping):
+        return {_snake(str(k)): _snake_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake_keys(item) for item in value]
+    return value
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
 def _parse(kind: ActionKind, raw: Mapping[str, Any]) -> tuple[ActionInput | None, list[Problem]]:
     try:
-        return kind.Input.model_validate(dict(raw)), []
+        return kind.Input.model_validate(_snake_keys(raw)), []
     except ValidationError as exc:
         return None, [
             Problem(error["msg"], _field_path(error["loc"]), "SHAPE") for error in exc.errors()
@@ -738,7 +751,8 @@ def _normalized(kind: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     found = KINDS.get(kind)
     if found is not None:
         try:
-            dumped: dict[str, Any] = found.Input.model_validate(dict(raw)).model_dump(mode="json")
+            parsed = found.Input.model_validate(_snake_keys(raw))
+            dumped: dict[str, Any] = parsed.model_dump(mode="json")
             return dumped
         except ValidationError:
             pass

@@ -71,13 +71,28 @@ def running_estate(state_dir: Path, *, erp_url: str | None = None) -> Iterator[D
         crm.stop()
 
 
-def write_keys_file(estate: DemoEstate) -> Path:
-    """The demo keys as shell exports, readable only by the owner."""
-    path = estate.state_dir / "keys.env"
-    lines = [
-        f"export GATEHOUSE_KEY_{name.upper().replace('-', '_')}={key}"
-        for name, key in estate.keys.items()
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)
-    return path
+def write_keys_file(estate: DemoEstate, *, database_url: str) -> Path:
+    """The demo keys as shell exports, and every GATEHOUSE_* setting of this demo, so other
+    `gatehouse` commands (audit, policy) work against it; both readable by the owner only."""
+    keys = estate.state_dir / "keys.env"
+    _write_private(
+        keys,
+        {
+            f"GATEHOUSE_KEY_{name.upper().replace('-', '_')}": key
+            for name, key in estate.keys.items()
+        },
+    )
+    settings = {
+        "GATEHOUSE_CONFIG": str(CONFIG_TEMPLATE),
+        "GATEHOUSE_DATABASE_URL": database_url,
+        **estate.environ(),
+    }
+    _write_private(estate.state_dir / "gatehouse.env", settings)
+    return keys
+
+
+def _write_private(path: Path, values: dict[str, str]) -> None:
+    # Created private, not chmod-ed afterwards: the keys are never readable by others.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write("".join(f"export {k}={v}\n" for k, v in values.items()))

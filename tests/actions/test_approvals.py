@@ -73,7 +73,8 @@ async def test_approval_by_the_wrong_person_is_refused(
         await governed.writes.approve(action_id, as_principal(governed, approver), "ok")
     assert refusal.value.code == "APPROVAL_REFUSED"
     action = await governed.writes.get(action_id)
-    assert action is not None and action.status is Status.PENDING_APPROVAL
+    assert action is not None
+    assert action.status is Status.PENDING_APPROVAL
 
 
 async def test_approval_above_the_approvers_limit_is_refused(governed: Services) -> None:
@@ -89,7 +90,8 @@ async def test_approval_above_the_approvers_limit_is_refused(governed: Services)
     }
     pending = await submit(governed, "credit_note.issue", data, principal="sam")
     assert pending.status is Status.PENDING_APPROVAL
-    assert pending.action is not None and pending.action.approvals_required == 2
+    assert pending.action is not None
+    assert pending.action.approvals_required == 2
     with pytest.raises(ActionError, match="approval limit"):
         await governed.writes.approve(pending.action.id, as_principal(governed, "olivia"), "ok")
 
@@ -120,7 +122,8 @@ async def short_lived(write_config: GatewayConfig, backend: Backend) -> AsyncIte
 
 async def test_approving_an_expired_action_is_a_clear_error(short_lived: Services) -> None:
     pending = await submit(short_lived, "inventory.adjust", BIG_ADJUSTMENT, principal="restock-bot")
-    assert pending.status is Status.PENDING_APPROVAL and pending.action is not None
+    assert pending.status is Status.PENDING_APPROVAL
+    assert pending.action is not None
     with pytest.raises(ActionError, match="is EXPIRED"):
         await short_lived.writes.approve(pending.action.id, as_principal(short_lived, "finn"), "")
     events, _ = await short_lived.audit.query(action_id=pending.action.id, limit=5)
@@ -200,7 +203,7 @@ async def test_erp_unavailable_during_execution_fails_cleanly_then_retry_applies
     assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + 25
 
 
-class _erp_write_lock:  # noqa: N801 - used as a context manager, reads like one
+class _erp_write_lock:
     """Another client holding the ERP's write lock on stock, as a long batch job would."""
 
     def __init__(self, backend: Backend) -> None:
