@@ -97,7 +97,7 @@ async def _watch_policy(services: Services, every: float = 2.0) -> None:
             log.exception("policy refresh failed")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The process's services, from the app state set in the lifespan."""
     services: Services = request.app.state.services
     return services
@@ -106,7 +106,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def authenticate(
+async def authenticate(
     services: ServicesDep, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
     """The caller, or 401 with no data."""
@@ -119,7 +119,7 @@ def authenticate(
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
-def graphql_context(services: ServicesDep, principal: PrincipalDep) -> Context:
+async def graphql_context(services: ServicesDep, principal: PrincipalDep) -> Context:
     """A fresh GraphQL context per request."""
     return Context(services=services, principal=principal)
 

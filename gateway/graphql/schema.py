@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import strawberry
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
@@ -20,5 +21,13 @@ def build_schema(limits: LimitsConfig) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(batching_config={"max_operations": limits.max_operations}),
-        extensions=[query_limits(limits), ErrorCodes, MaskedPaths],
+        # Parsing and validating the same document again is wasted work; agents and apps
+        # send the same few documents over and over.
+        extensions=[
+            lambda: ParserCache(maxsize=256),
+            lambda: ValidationCache(maxsize=256),
+            query_limits(limits),
+            ErrorCodes,
+            MaskedPaths,
+        ],
     )
