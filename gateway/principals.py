@@ -69,10 +69,13 @@ class Authenticator:
         raise Unauthenticated("invalid credential")
 
     def _from_jwt(self, token: str) -> Principal:
+        secret = self._jwt_secret
+        if secret is None:
+            raise Unauthenticated("invalid credential")
         try:
             claims = jwt.decode(
                 token,
-                self._jwt_secret,
+                secret,
                 algorithms=self._auth.jwt_algorithms,
                 audience=self._auth.jwt_audience,
                 issuer=self._auth.jwt_issuer,

@@ -168,6 +168,10 @@ def _reserve(
     levels = [
         lv for lv in item.data["levels"] if line.location is None or lv["location"] == line.location
     ]
+    if line.location is not None and not levels:
+        return Problem(
+            f"{line.sku} is not stocked at {line.location}", f"{field}.location", "KNOWN_LOCATION"
+        ), None
     best = max(levels, key=lambda lv: lv["available"], default=None)
     if best is None or best["available"] < line.quantity:
         have = 0 if best is None else best["available"]

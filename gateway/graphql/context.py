@@ -9,13 +9,14 @@ import strawberry
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
-from gateway.config import Classification
+from gateway.config import Classification, PrincipalKind
 from gateway.errors import Forbidden
 from gateway.principals import Principal
 from gateway.reads import Entry
 from gateway.services import Services
 
 _MASKED = {Classification.PII}
+_AUDITED = {Classification.PII, Classification.FINANCIAL}
 
 
 @dataclass
@@ -24,12 +25,14 @@ class Context(BaseContext):
 
     services: Services
     principal: Principal
+    channel: str = "graphql"
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     masked: list[str] = field(default_factory=list)
     _loaders: dict[tuple[str, float | None], DataLoader[str, Entry | None]] = field(
         default_factory=dict
     )
     _grants: dict[tuple[str, str], bool] = field(default_factory=dict)
+    classified_reads: set[str] = field(default_factory=set)  # "Entity.field" read by an agent
 
     def loader(self, entity: str, max_age: float | None) -> DataLoader[str, Entry | None]:
         """One batching loader per entity and maxAge, for this request."""
@@ -47,6 +50,15 @@ class Context(BaseContext):
         """Raise Forbidden unless policy lets this principal read the entity."""
         if not self._granted(entity, "read"):
             raise Forbidden(f"{self.principal.id} may not read {entity}")
+
+    def reveal(self, entity: str, field_name: str) -> bool:
+        """`visible`, and note an agent's read of a pii or financial field for the audit."""
+        shown = self.visible(entity, field_name)
+        if shown and self.principal.kind is PrincipalKind.AGENT:
+            classification = self.services.classification(entity, field_name)
+            if classification in _AUDITED:
+                self.classified_reads.add(f"{entity}.{field_name}")
+        return shown
 
     def visible(self, entity: str, field_name: str) -> bool:
         """False when the field's classification is masked for this principal."""

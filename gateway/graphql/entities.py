@@ -22,6 +22,7 @@ from gateway.graphql.types import (
     data_field,
     freshness_field,
     masked_fields_field,
+    money_field,
 )
 from gateway.pagination import page_size
 from gateway.reads import Entry
@@ -118,10 +119,7 @@ class InventoryItem(EntityNode):
     freshness = freshness_field()
     masked_fields = masked_fields_field()
 
-    @strawberry.field
-    def unit_price(self) -> Money:
-        """List price per unit."""
-        return self.money("unit_price")
+    unit_price: Money | None = money_field("unit_price", "List price per unit.")
 
     @strawberry.field
     def levels(self, location: str | None = None) -> list[StockLevel]:
@@ -142,15 +140,8 @@ class OrderLine(ChildNode):
     sku: str = data_field("sku")
     quantity: int | None = data_field("quantity")
 
-    @strawberry.field
-    def unit_price(self) -> Money:
-        """Price per unit on this order."""
-        return Money(amount=self.data["unit_price"], currency=self.data["currency"])
-
-    @strawberry.field
-    def line_total(self) -> Money:
-        """Quantity times unit price."""
-        return Money(amount=self.data["line_total"], currency=self.data["currency"])
+    unit_price: Money | None = money_field("unit_price", "Price per unit on this order.")
+    line_total: Money | None = money_field("line_total", "Quantity times unit price.")
 
     @strawberry.field
     async def item(self, info: Info, max_age: MaxAge = None) -> InventoryItem | None:
@@ -174,10 +165,7 @@ class Order(EntityNode):
         """Where the order is in its life."""
         return OrderStatus(self.data["status"])
 
-    @strawberry.field
-    def total(self) -> Money:
-        """The order total."""
-        return self.money("total")
+    total: Money | None = money_field("total", "The order total.")
 
     @strawberry.field
     def lines(self) -> list[OrderLine]:
@@ -204,25 +192,17 @@ class Balance(EntityNode):
     freshness = freshness_field()
     masked_fields = masked_fields_field()
 
-    @strawberry.field
-    def credit_limit(self) -> Money:
-        """The most the customer may owe."""
-        return self.money("credit_limit")
+    credit_limit: Money | None = money_field("credit_limit", "The most the customer may owe.")
 
-    @strawberry.field
-    def outstanding(self) -> Money:
-        """Invoiced, less payments and credit notes."""
-        return self.money("outstanding")
+    outstanding: Money | None = money_field(
+        "outstanding", "Invoiced, less payments and credit notes."
+    )
 
-    @strawberry.field
-    def overdue(self) -> Money:
-        """The part of outstanding past its due date."""
-        return self.money("overdue")
+    overdue: Money | None = money_field("overdue", "The part of outstanding past its due date.")
 
-    @strawberry.field
-    def available_credit(self) -> Money:
-        """Credit limit less outstanding."""
-        return self.money("available_credit")
+    available_credit: Money | None = money_field(
+        "available_credit", "Credit limit less outstanding."
+    )
 
     @strawberry.field
     async def customer(self, info: Info, max_age: MaxAge = None) -> Customer | None:

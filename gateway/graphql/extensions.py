@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from graphql import (
@@ -26,6 +26,7 @@ from graphql import (
 )
 from strawberry.extensions import AddValidationRules, SchemaExtension
 
+from gateway.audit import AuditEvent
 from gateway.config import LimitsConfig
 from gateway.errors import GatehouseError
 
@@ -150,3 +151,31 @@ class MaskedPaths(SchemaExtension):
         context = self.execution_context.context
         masked = getattr(context, "masked", None)
         return {"masked": sorted(masked)} if masked else {}
+
+
+class AgentReadAudit(SchemaExtension):
+    """Audits which pii and financial fields an agent read (field names, never values)."""
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        yield
+        context = self.execution_context.context
+        reads: set[str] | None = getattr(context, "classified_reads", None)
+        if not reads:
+            return
+        principal = context.principal
+        await context.services.audit.append(
+            AuditEvent(
+                event="read.classified",
+                principal=principal.id,
+                principal_kind=principal.kind.value,
+                on_behalf_of=principal.on_behalf_of,
+                channel=context.channel,
+                outcome="READ",
+                trace_id=uuid.uuid4().hex,
+                payload={
+                    "fields": sorted(reads),
+                    "operation": self.execution_context.operation_name,
+                },
+            )
+        )
+        reads.clear()

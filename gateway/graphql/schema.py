@@ -8,7 +8,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from gateway.config import LimitsConfig
-from gateway.graphql.extensions import ErrorCodes, MaskedPaths, query_limits
+from gateway.graphql.extensions import AgentReadAudit, ErrorCodes, MaskedPaths, query_limits
 from gateway.graphql.mutations import ActionQueries, Mutation
 from gateway.graphql.queries import Query as ReadQueries
 
@@ -29,5 +29,6 @@ def build_schema(limits: LimitsConfig) -> strawberry.Schema:
             query_limits(limits),
             ErrorCodes,
             MaskedPaths,
+            AgentReadAudit,
         ],
     )

@@ -27,7 +27,7 @@ def _path(info: Info) -> str:
 
 
 def _value(info: Info, entity: str, field: str, data: Mapping[str, Any]) -> Any:
-    if not info.context.visible(entity, field):
+    if not info.context.reveal(entity, field):
         info.context.masked.append(_path(info))
         return None
     return data[field.rpartition(".")[2]]
@@ -38,6 +38,16 @@ def data_field(name: str, description: str | None = None) -> Any:
 
     def resolve(root: Any, info: Info) -> Any:
         return _value(info, root.entity_name, root.prefix + name, root.data)
+
+    return strawberry.field(resolver=resolve, description=description)
+
+
+def money_field(name: str, description: str) -> Any:
+    """An amount field with the record's currency, classified and masked like any other."""
+
+    def resolve(root: Any, info: Info) -> Money | None:
+        amount = _value(info, root.entity_name, root.prefix + name, root.data)
+        return None if amount is None else Money(amount=amount, currency=root.data["currency"])
 
     return strawberry.field(resolver=resolve, description=description)
 
@@ -105,10 +115,6 @@ class EntityNode:
     def data(self) -> Mapping[str, Any]:
         """The record's fields."""
         return self.entry.record.data
-
-    def money(self, field: str, currency_field: str = "currency") -> Money:
-        """A Money value from an amount field and the record's currency."""
-        return Money(amount=self.data[field], currency=self.data[currency_field])
 
 
 def freshness_field() -> Any:

@@ -269,3 +269,24 @@ async def test_sources_report_health_and_me_says_who(services: Services) -> None
         "onBehalfOf": "olivia",
         "roles": ["restocking-agent"],
     }
+
+
+async def test_agent_reads_of_financial_fields_are_audited_without_values(
+    services: Services,
+) -> None:
+    query = (
+        '{ customer(id: "C-00001") { name email balance { outstanding { amount } '
+        "creditLimit { amount } } } }"
+    )
+    result = await run_query(services, query, principal="support-bot")
+    assert result.errors is None
+    (event,) = (await services.audit.query(limit=10))[0]
+    assert event.event == "read.classified"
+    assert event.principal == "support-bot"
+    assert event.on_behalf_of == "sam"
+    assert event.payload["fields"] == ["Balance.credit_limit", "Balance.outstanding"]
+    amount = result.data["customer"]["balance"]["outstanding"]["amount"]
+    assert amount not in str(event.payload)
+
+    await run_query(services, query, principal="olivia")  # humans' reads are not audited
+    assert len((await services.audit.query(limit=10))[0]) == 1
