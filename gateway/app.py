@@ -27,6 +27,7 @@ from gateway.database import create_engine, create_schema
 from gateway.errors import ConfigError, Unauthenticated
 from gateway.graphql.context import Context
 from gateway.graphql.schema import build_schema
+from gateway.mcp import BearerGate, http_transport
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator, Principal
 from gateway.reads import Reads
@@ -128,6 +129,8 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
     """The ASGI application; services are built when it starts and closed when it stops."""
     config = config or load_config(settings.config)
 
+    mcp = http_transport(lambda: app.state.services)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, config)
@@ -135,7 +138,8 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
         app.state.services = services
         watcher = asyncio.create_task(_watch_policy(services))
         try:
-            yield
+            async with mcp.run():
+                yield
         finally:
             watcher.cancel()
             await services.close()
@@ -159,4 +163,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
         allow_queries_via_get=False,
     )
     app.include_router(router, prefix="/graphql")
+    gate = BearerGate(mcp.handle_request, lambda: app.state.services.authenticator)
+    # Starlette serves a class instance as a raw ASGI app (a Mount would redirect to /mcp/).
+    app.add_route("/mcp", gate, methods=["GET", "POST", "DELETE"])  # type: ignore[arg-type]
     return app

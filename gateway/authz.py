@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import casbin
+from casbin.util import key_match
 
 from gateway.principals import Principal
 
@@ -97,6 +98,25 @@ class Policy:
         role = f"role:{principal.kind.value}"
         if not self._enforcer.has_role_for_user(principal.id, role):
             self._enforcer.add_role_for_user(principal.id, role)
+
+    def could_ever(self, principal: Principal, obj: str, act: str) -> bool:
+        """Whether some input could get this request past a deny (allow or review).
+
+        Rules are read in order, as the enforcer does: an unconditional deny that applies
+        shadows every later rule; a conditional one might not match, so reading goes on.
+        """
+        with self._lock:
+            self._ensure_kind_role(principal)
+            subjects = {principal.id, *self._enforcer.get_implicit_roles_for_user(principal.id)}
+            rules = [list(rule) for rule in self._enforcer.get_policy()]
+        for sub, pattern, action, cond, _, outcome, *_ in rules:
+            if sub not in subjects or action != act or not key_match(obj, pattern):
+                continue
+            if not outcome.startswith(Outcome.DENY.value):
+                return True
+            if cond.strip() == "True":
+                return False
+        return False
 
     def can_read(self, principal: Principal, entity: str) -> bool:
         """May this principal read the entity at all?"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,12 +18,13 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.actions import KINDS
-from gateway.app import build_services, create_app
+from gateway.app import build_services, create_app, start
 from gateway.audit import AuditTrail
 from gateway.config import load_config
 from gateway.database import create_engine
 from gateway.demo import running_estate, write_keys_file
-from gateway.errors import ConfigError, InvalidArgument
+from gateway.errors import ConfigError, InvalidArgument, Unauthenticated
+from gateway.mcp import run_stdio
 from gateway.settings import Settings
 
 
@@ -55,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     _add_audit(commands)
     _add_policy(commands)
+
+    mcp = commands.add_parser("mcp", help="serve MCP over stdio as $GATEHOUSE_API_KEY's agent")
+    mcp.add_argument("--config", type=Path, help="TOML file (default: $GATEHOUSE_CONFIG)")
+    mcp.set_defaults(run=_mcp)
     return parser
 
 
@@ -98,6 +104,26 @@ def _policy_check(args: argparse.Namespace) -> int:
         print(f"approvals: {decision.approvals_required} needed; could approve: {approvers}")
     for problem in verdict.problems:
         print(f"invalid:   {problem.field}: {problem.message}")
+    return 0
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    settings = Settings(**({"config": args.config} if args.config else {}))
+    services = build_services(settings, load_config(settings.config))
+    key = os.environ.get("GATEHOUSE_API_KEY", "")
+    try:
+        principal = services.authenticator.authenticate(f"Bearer {key}")
+    except Unauthenticated:
+        return _fail("set GATEHOUSE_API_KEY to the agent's API key")
+
+    async def serve() -> None:
+        await start(services)
+        try:
+            await run_stdio(services, principal)
+        finally:
+            await services.close()
+
+    asyncio.run(serve())
     return 0
 
 

@@ -1,0 +1,354 @@
+"""Governed write throughput next to the same write made directly through the connector.
+
+    python tests/bench/bench_writes.py [--writes N] [--concurrency C] [--rounds R]
+                                       [--no-postgres]
+
+For each backend (SQLite files; a fresh database on the PostgreSQL server at 127.0.0.1:5432,
+skipped when it is unreachable) the demo ERP is seeded afresh and the gateway's services are
+built in this process, as `create_app` builds them. Three scenarios, each with one writer and
+with --concurrency writers, interleaved over a few rounds so that noise on a shared machine
+lands on all of them alike:
+
+    direct      SqlConnector.transaction() running the guarded relative UPDATE of
+                stock_levels that actions/inventory.py executes: one transaction
+    governed    Writes.submit(inventory.adjust) as olivia with an idempotency key, APPLIED:
+                key claim, policy, fresh read, rules, the UPDATE, action + audit event
+    dry run     the same with dryRun: every step but the UPDATE
+
+Each writer adjusts its own (sku, location) by +1 and -1 in turn, so stock stays put and
+writers do not queue on one row; the governed writers still share the audit chain's head.
+
+    target: governed writes/s >= 1/3 x direct writes/s, for each backend and writer count
+
+Not part of the test run; exits 1 when a target is missed, a write failed, or an audit
+trail does not verify. The databases, files and the CRM process are removed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from sqlalchemy import and_, text, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from gateway.actions.base import utcnow
+from gateway.actions.store import Status
+from gateway.app import build_services, start, write_env
+from gateway.config import load_config
+from gateway.demo import CONFIG_TEMPLATE, DemoEstate, running_estate
+from gateway.errors import GatehouseError
+from gateway.pipeline import WriteRequest
+from gateway.services import Services
+from gateway.settings import Settings
+from sources.demo import build_estate, create_erp
+from sources.errors import SourceError
+
+POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+RATIO_TARGET = 1 / 3  # governed writes/s over direct writes/s, at least
+PRINCIPAL = "olivia"  # ops-manager: adjustments up to 1000 units apply without review
+WARM_UP = 20  # writes per scenario and writer count before measuring
+
+
+class WriteFailed(Exception):
+    """A benchmark write that did not end as it should have."""
+
+
+# (writer number, +1 or -1) -> one write
+Write = Callable[[int, int], Awaitable[None]]
+
+
+@dataclass
+class Result:
+    """What one scenario measured at one writer count, summed over the rounds."""
+
+    backend: str
+    scenario: str
+    writers: int
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    errors: int = 0
+    first_error: str | None = None
+
+    @property
+    def writes(self) -> int:
+        return len(self.latencies) + self.errors
+
+    @property
+    def rate(self) -> float:
+        """Completed writes per second over the time the scenario ran."""
+        return len(self.latencies) / self.elapsed if self.elapsed else float("nan")
+
+    @property
+    def p50(self) -> float:
+        """Median latency in milliseconds."""
+        return statistics.median(self.latencies) * 1000 if self.latencies else float("nan")
+
+
+async def measure(result: Result, write: Write, count: int, writers: int) -> None:
+    """Run `count` writes over `writers` workers; add their timings to `result`."""
+    indices = itertools.count()
+
+    async def worker(writer: int) -> None:
+        sign = 1
+        while next(indices) < count:
+            started = time.perf_counter()
+            try:
+                await write(writer, sign)
+            except (WriteFailed, SourceError, GatehouseError, SQLAlchemyError) as exc:
+                result.errors += 1
+                result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
+                continue
+            result.latencies.append(time.perf_counter() - started)
+            sign = -sign
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(writer) for writer in range(writers)))
+    result.elapsed += time.perf_counter() - started
+
+
+def targets(count: int) -> list[tuple[str, str]]:
+    """(sku, location) pairs with stock to spare above what is reserved, one per writer."""
+    levels = [lv for lv in build_estate().stock_levels if lv.on_hand - lv.reserved >= 10]
+    if len(levels) < count:
+        raise RuntimeError(f"the demo estate has only {len(levels)} stock levels to adjust")
+    return [(level.sku, level.location) for level in levels[:count]]
+
+
+def scenarios(services: Services, places: list[tuple[str, str]]) -> dict[str, Write]:
+    """The three ways to make the write, by name."""
+    erp = write_env(services.connectors).erp
+    levels = write_env(services.connectors).erp_tables["stock_levels"]
+    principal = services.authenticator.principal(PRINCIPAL)
+    if principal is None:
+        raise RuntimeError(f"the demo configuration has no principal {PRINCIPAL}")
+    run = uuid.uuid4().hex[:8]
+    keys = itertools.count()
+
+    async def direct(writer: int, delta: int) -> None:
+        sku, location = places[writer]
+        statement = (  # as AdjustInventory.execute builds it
+            update(levels)
+            .where(
+                and_(
+                    levels.c.sku == sku,
+                    levels.c.location == location,
+                    levels.c.on_hand + delta >= levels.c.reserved,
+                )
+            )
+            .values(on_hand=levels.c.on_hand + delta, updated_at=utcnow())
+            .returning(levels.c.on_hand, levels.c.reserved)
+        )
+        async with erp.transaction() as connection:
+            if (await connection.execute(statement)).first() is None:
+                raise WriteFailed(f"{sku} at {location}: the guarded UPDATE matched no row")
+
+    def governed(dry_run: bool) -> Write:
+        expected = Status.DRY_RUN if dry_run else Status.APPLIED
+
+        async def write(writer: int, delta: int) -> None:
+            sku, location = places[writer]
+            request = WriteRequest(
+                kind="inventory.adjust",
+                input={"sku": sku, "location": location, "delta": delta, "reason": "benchmark"},
+                channel="console",
+                idempotency_key=f"bench-{run}-{next(keys)}",
+                dry_run=dry_run,
+            )
+            result = await services.writes.submit(request, principal)
+            if result.status is not expected:
+                raise WriteFailed(f"{result.status.value}: {result.errors}")
+
+        return write
+
+    return {"direct": direct, "governed": governed(False), "dry run": governed(True)}
+
+
+async def bench_backend(
+    backend: str, services: Services, args: argparse.Namespace
+) -> tuple[list[Result], str | None]:
+    """Every scenario at 1 and --concurrency writers; the results and any audit problem."""
+    await start(services)
+    places = targets(args.concurrency)
+    writes = scenarios(services, places)
+    counts = sorted({1, args.concurrency})
+    results = {
+        (name, writers): Result(backend, name, writers) for writers in counts for name in writes
+    }
+    for name, writers in results:
+        warm = Result(backend, "warm-up", writers)
+        await measure(warm, writes[name], WARM_UP, writers)
+        if warm.errors:
+            raise RuntimeError(f"{backend} {name} warm-up failed: {warm.first_error}")
+    share, extra = divmod(args.writes, args.rounds)
+    for round_ in range(args.rounds):
+        for (name, writers), result in results.items():
+            await measure(result, writes[name], share + (round_ < extra), writers)
+        print(f"{backend}: round {round_ + 1}/{args.rounds} done", flush=True)
+    verdict = await services.audit.verify()
+    problem = None if verdict.ok else verdict.problem
+    print(f"{backend}: audit trail of {verdict.events} events {problem or 'intact'}", flush=True)
+    return list(results.values()), problem
+
+
+@asynccontextmanager
+async def built(
+    config_env: dict[str, str], erp_url: str, database_url: str
+) -> AsyncIterator[Services]:
+    """The gateway's services over the demo configuration with the ERP at `erp_url`."""
+    config = load_config(CONFIG_TEMPLATE, environ={**config_env, "GATEHOUSE_ERP_URL": erp_url})
+    services = build_services(Settings(database_url=database_url), config)
+    try:
+        yield services
+    finally:
+        await services.close()
+
+
+async def admin(statement: str, url: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE)."""
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def postgres_database(url: str) -> AsyncIterator[str]:
+    """A fresh database seeded with the demo ERP, dropped afterwards; its URL."""
+    name = f"gh_bench_writes_{uuid.uuid4().hex[:10]}"
+    await admin(f'CREATE DATABASE "{name}"', url)
+    try:
+        database_url = url.rsplit("/", 1)[0] + f"/{name}"
+        await create_erp(database_url, build_estate())
+        yield database_url
+    finally:
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', url)
+
+
+async def run(estate: DemoEstate, args: argparse.Namespace) -> tuple[list[Result], list[str]]:
+    """Every backend's results, and the audit problems found."""
+    env = {**os.environ, **estate.environ()}
+    results: list[Result] = []
+    problems: list[str] = []
+    # SQLite: the estate's freshly seeded ERP file, and a new gateway database file.
+    gateway_db = f"sqlite+aiosqlite:///{estate.state_dir.resolve() / 'gatehouse.db'}"
+    async with built(env, estate.erp_url, gateway_db) as services:
+        found, problem = await bench_backend("sqlite", services, args)
+        results += found
+        problems += [f"sqlite: {problem}"] if problem else []
+    if args.postgres and postgres_reachable():
+        # PostgreSQL: one fresh database holding the ERP and the gateway's own tables.
+        async with (
+            postgres_database(args.postgres_url) as url,
+            built(env, url, url) as services,
+        ):
+            found, problem = await bench_backend("postgresql", services, args)
+            results += found
+            problems += [f"postgresql: {problem}"] if problem else []
+    elif args.postgres:
+        print("postgresql: unreachable on 127.0.0.1:5432, skipped", flush=True)
+    return results, problems
+
+
+def postgres_reachable() -> bool:
+    """True when something answers on PostgreSQL's port."""
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def report(results: list[Result], args: argparse.Namespace) -> bool:
+    """Print the table, the targets and the command; True when every target is met."""
+    direct = {(r.backend, r.writers): r for r in results if r.scenario == "direct"}
+    print(
+        f"\n{'backend':<11} {'writers':>7}  {'scenario':<9} {'writes':>6} {'errors':>6}"
+        f" {'p50 ms':>7} {'writes/s':>9} {'/direct':>8}  target"
+    )
+    ok = True
+    for result in results:
+        baseline = direct[result.backend, result.writers]
+        ratio = result.rate / baseline.rate
+        verdict = ""
+        if result.scenario == "governed":
+            passed = ratio >= RATIO_TARGET
+            ok &= passed
+            verdict = f">= {RATIO_TARGET:.2f}  {'PASS' if passed else 'FAIL'}"
+        print(
+            f"{result.backend:<11} {result.writers:>7}  {result.scenario:<9} {result.writes:>6}"
+            f" {result.errors:>6} {result.p50:>7.2f} {result.rate:>9.1f} {ratio:>8.2f}  {verdict}"
+        )
+    for result in results:
+        if result.errors:
+            ok = False
+            print(f"{result.backend} {result.scenario} x{result.writers}: {result.first_error}")
+    print(
+        f"\ntarget: governed writes/s >= 1/3 of direct writes/s  {'PASS' if ok else 'FAIL'}\n"
+        f"{args.rounds} interleaved rounds, {os.cpu_count()} CPUs."
+        " Reproduce from the repository root with:\n"
+        f"  python tests/bench/bench_writes.py --writes {args.writes}"
+        f" --concurrency {args.concurrency} --rounds {args.rounds}"
+        f"{'' if args.postgres else ' --no-postgres'}"
+    )
+    return ok
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--writes", type=int, default=400, help="per scenario and count (400)")
+    parser.add_argument("--concurrency", type=int, default=4, help="concurrent writers (4)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    parser.add_argument("--no-postgres", dest="postgres", action="store_false")
+    parser.add_argument("--postgres-url", default=POSTGRES_URL)
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.concurrency < 1 or args.writes < args.rounds:
+        parser.error("need --rounds >= 1, --concurrency >= 1 and --writes >= --rounds")
+    return args
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C does, so the `finally`s drop the database and stop the CRM.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    started = time.monotonic()
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="gatehouse-bench-writes-") as state_dir,
+            running_estate(Path(state_dir)) as estate,
+        ):
+            results, problems = asyncio.run(run(estate, args))
+    except KeyboardInterrupt:
+        print("interrupted; the database is dropped and the CRM stopped", file=sys.stderr)
+        return 130
+    ok = report(results, args)
+    for problem in problems:
+        print(f"audit trail BROKEN: {problem}")
+    print(f"total {time.monotonic() - started:.1f} s")
+    return 0 if ok and not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
