@@ -7,9 +7,18 @@ from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, StringConstraints
-from sqlalchemy import func, insert, select
+from sqlalchemy import column, func, insert, select, table, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.actions.base import ActionInput, Plan, Problem, WriteEnv, to_cents, utcnow
+from gateway.actions.base import (
+    ActionInput,
+    Invalid,
+    Plan,
+    Problem,
+    WriteEnv,
+    to_cents,
+    utcnow,
+)
 
 Amount = Annotated[Decimal, Field(gt=0, le=Decimal("1000000000"), decimal_places=2)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -63,21 +72,10 @@ class RecordPayment:
                 )
             )
         if data.amount > outstanding:
-            plan.problems.append(
-                Problem(
-                    f"payment of {data.amount} is above the {outstanding} outstanding",
-                    "amount",
-                    "NOT_ABOVE_OUTSTANDING",
-                )
-            )
-        if await _reference_used(env, data.reference):
-            plan.problems.append(
-                Problem(
-                    f"a payment with reference {data.reference} is already recorded",
-                    "reference",
-                    "UNIQUE_REFERENCE",
-                )
-            )
+            plan.problems.append(_above_outstanding(data.amount, outstanding))
+        async with env.erp.transaction() as connection:
+            if await _reference_used(connection, env, data.reference):
+                plan.problems.append(_reference_problem(data.reference))
         return plan
 
     async def execute(
@@ -85,6 +83,14 @@ class RecordPayment:
     ) -> dict[str, Any]:
         payment_id = f"PAY-{uuid.uuid4().hex[:10].upper()}"
         async with env.erp.transaction() as connection:
+            # Checked again under the account's lock: two payments validated side by side
+            # must not together take the account below zero, nor share a reference.
+            await _lock_account(connection, env, data.customer_id)
+            outstanding = await _outstanding(connection, env, data.customer_id)
+            if outstanding is not None and data.amount > outstanding:
+                raise Invalid([_above_outstanding(data.amount, outstanding)])
+            if await _reference_used(connection, env, data.reference):
+                raise Invalid([_reference_problem(data.reference)])
             await connection.execute(
                 insert(env.erp_tables["payments"]).values(
                     id=payment_id,
@@ -98,13 +104,58 @@ class RecordPayment:
         return {"payment_id": payment_id}
 
 
-async def _reference_used(env: WriteEnv, reference: str) -> bool:
+def _above_outstanding(amount: Decimal, outstanding: Decimal) -> Problem:
+    return Problem(
+        f"payment of {amount} is above the {outstanding} outstanding",
+        "amount",
+        "NOT_ABOVE_OUTSTANDING",
+    )
+
+
+def _reference_problem(reference: str) -> Problem:
+    return Problem(
+        f"a payment with reference {reference} is already recorded",
+        "reference",
+        "UNIQUE_REFERENCE",
+    )
+
+
+async def _reference_used(connection: AsyncConnection, env: WriteEnv, reference: str) -> bool:
     payments = env.erp_tables["payments"]
-    async with env.erp.transaction() as connection:
-        found = await connection.execute(
-            select(payments.c.id).where(payments.c.reference == reference)
+    found = await connection.execute(select(payments.c.id).where(payments.c.reference == reference))
+    return found.first() is not None
+
+
+async def _lock_account(connection: AsyncConnection, env: WriteEnv, customer_id: str) -> None:
+    """Hold the customer's account until the transaction ends: its ledger writes queue up.
+
+    A no-op UPDATE, because it locks on every database: the row on PostgreSQL, the file on
+    SQLite (which ignores FOR UPDATE); whoever waited then reads what the other wrote.
+    """
+    accounts = env.erp_tables["accounts"]
+    await connection.execute(
+        update(accounts)
+        .where(accounts.c.customer_id == customer_id)
+        .values(customer_id=accounts.c.customer_id)
+    )
+
+
+async def _outstanding(
+    connection: AsyncConnection, env: WriteEnv, customer_id: str
+) -> Decimal | None:
+    """What the customer owes now, as the Balance entity (the customer_balances view) says."""
+    balances = table(
+        "customer_balances",
+        column("customer_id"),
+        column("outstanding_cents"),
+        schema=env.erp.schema,
+    )
+    cents = (
+        await connection.execute(
+            select(balances.c.outstanding_cents).where(balances.c.customer_id == customer_id)
         )
-        return found.first() is not None
+    ).scalar_one_or_none()
+    return None if cents is None else _money(cents)
 
 
 class IssueCreditNoteInput(ActionInput):
@@ -147,8 +198,8 @@ class IssueCreditNote:
             return Plan.refused(
                 f"{data.customer_id} has no order {data.order_id}", "orderId", "CUSTOMERS_ORDER"
             )
-        credited, paid = await _credited_and_paid(env, data.order_id)
-        ceiling = paid if order.data["status"] == "cancelled" else order.data["total"]
+        async with env.erp.transaction() as connection:
+            credited, ceiling, cancelled = await _credit_room(connection, env, data.order_id)
         outstanding: Decimal = balance.data["outstanding"]
         before = {"outstanding": str(outstanding), "credited_on_order": str(credited)}
         after = {
@@ -156,20 +207,8 @@ class IssueCreditNote:
             "credited_on_order": str(credited + data.amount),
         }
         plan = Plan(balance.version, balance, before, after)
-        if credited + data.amount > ceiling:
-            what = (
-                "paid on the cancelled order"
-                if order.data["status"] == "cancelled"
-                else ("the order total")
-            )
-            plan.problems.append(
-                Problem(
-                    f"credit of {data.amount} would bring the order's credit to "
-                    f"{credited + data.amount}, beyond {ceiling} {what}",
-                    "amount",
-                    "CREDIT_WITHIN_ORDER",
-                )
-            )
+        if (problem := _beyond_order(data.amount, credited, ceiling, cancelled)) is not None:
+            plan.problems.append(problem)
         plan.context = {"currency": order.data["currency"]}
         return plan
 
@@ -178,6 +217,12 @@ class IssueCreditNote:
     ) -> dict[str, Any]:
         note_id = f"CN-{uuid.uuid4().hex[:10].upper()}"
         async with env.erp.transaction() as connection:
+            # Checked again under the account's lock: two credit notes validated side by
+            # side must not together go beyond what the order is worth (or what was paid).
+            await _lock_account(connection, env, data.customer_id)
+            credited, ceiling, cancelled = await _credit_room(connection, env, data.order_id)
+            if (problem := _beyond_order(data.amount, credited, ceiling, cancelled)) is not None:
+                raise Invalid([problem])
             await connection.execute(
                 insert(env.erp_tables["credit_notes"]).values(
                     id=note_id,
@@ -192,11 +237,35 @@ class IssueCreditNote:
         return {"credit_note_id": note_id}
 
 
-async def _credited_and_paid(env: WriteEnv, order_id: str) -> tuple[Decimal, Decimal]:
-    """Credit notes already issued on an order, and payments against its invoices."""
-    notes, invoices, payments = (
-        env.erp_tables[name] for name in ("credit_notes", "invoices", "payments")
+def _beyond_order(
+    amount: Decimal, credited: Decimal, ceiling: Decimal, cancelled: bool
+) -> Problem | None:
+    if credited + amount <= ceiling:
+        return None
+    what = "paid on the cancelled order" if cancelled else "the order total"
+    return Problem(
+        f"credit of {amount} would bring the order's credit to "
+        f"{credited + amount}, beyond {ceiling} {what}",
+        "amount",
+        "CREDIT_WITHIN_ORDER",
     )
+
+
+async def _credit_room(
+    connection: AsyncConnection, env: WriteEnv, order_id: str
+) -> tuple[Decimal, Decimal, bool]:
+    """Credit already issued on an order, the most it may reach, and whether it is cancelled.
+
+    The most is the order's total; for a cancelled order, what was paid against its invoices.
+    """
+    orders, notes, invoices, payments = (
+        env.erp_tables[name] for name in ("orders", "credit_notes", "invoices", "payments")
+    )
+    order = (
+        await connection.execute(
+            select(orders.c.status, orders.c.total_cents).where(orders.c.id == order_id)
+        )
+    ).one()
     # Payments reference the invoice they settle as "<invoice id>/<n>".
     paid = (
         select(func.coalesce(func.sum(payments.c.amount_cents), 0))
@@ -206,7 +275,13 @@ async def _credited_and_paid(env: WriteEnv, order_id: str) -> tuple[Decimal, Dec
     credited = select(func.coalesce(func.sum(notes.c.amount_cents), 0)).where(
         notes.c.order_id == order_id
     )
-    async with env.erp.transaction() as connection:
-        credited_cents = (await connection.execute(credited)).scalar_one()
-        paid_cents = (await connection.execute(paid)).scalar_one()
-    return Decimal(int(credited_cents)).scaleb(-2), Decimal(int(paid_cents)).scaleb(-2)
+    credited_cents = (await connection.execute(credited)).scalar_one()
+    cancelled = order.status == "cancelled"
+    ceiling_cents = (
+        (await connection.execute(paid)).scalar_one() if cancelled else order.total_cents
+    )
+    return _money(credited_cents), _money(ceiling_cents), cancelled
+
+
+def _money(cents: Any) -> Decimal:
+    return Decimal(int(cents)).scaleb(-2)
