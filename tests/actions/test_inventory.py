@@ -155,3 +155,20 @@ async def test_adjust_concurrent_same_key_executes_once(governed: Services) -> N
     assert {r.status for r in results} == {Status.APPLIED}
     assert len({r.action.id for r in results if r.action}) == 1
     assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + 3
+
+
+async def test_adjust_dry_run_then_submit_with_the_same_key_is_one_write(
+    governed: Services,
+) -> None:
+    before = await stock(governed, SKU, LOCATION)
+    dry = await submit(governed, "inventory.adjust", adjust(4), key="plan-1", dry_run=True)
+    real = await submit(governed, "inventory.adjust", adjust(4), key="plan-1")
+    again = await submit(governed, "inventory.adjust", adjust(4), key="plan-1")
+    assert (dry.status, real.status, again.status) == (
+        Status.DRY_RUN,
+        Status.APPLIED,
+        Status.APPLIED,
+    )
+    assert real.action is not None and again.action is not None
+    assert again.action.id == real.action.id
+    assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + 4
