@@ -169,6 +169,7 @@ async def test_adjust_dry_run_then_submit_with_the_same_key_is_one_write(
         Status.APPLIED,
         Status.APPLIED,
     )
-    assert real.action is not None and again.action is not None
+    assert real.action is not None
+    assert again.action is not None
     assert again.action.id == real.action.id
     assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + 4
