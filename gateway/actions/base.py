@@ -10,7 +10,8 @@ from functools import cached_property
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import MetaData, Table
+from sqlalchemy import MetaData, Table, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.errors import GatehouseError
 from sources.demo.erp import erp_metadata
@@ -82,6 +83,20 @@ class WriteEnv:
         metadata: MetaData = erp_metadata(self.erp.schema)
         prefix = f"{self.erp.schema}." if self.erp.schema else ""
         return {name.removeprefix(prefix): table for name, table in metadata.tables.items()}
+
+
+async def lock_account(connection: AsyncConnection, env: WriteEnv, customer_id: str) -> None:
+    """Hold the customer's account until the transaction ends: its ledger writes queue up.
+
+    A no-op UPDATE, because it locks on every database: the row on PostgreSQL, the file on
+    SQLite (which ignores FOR UPDATE); whoever waited then reads what the other wrote.
+    """
+    accounts = env.erp_tables["accounts"]
+    await connection.execute(
+        update(accounts)
+        .where(accounts.c.customer_id == customer_id)
+        .values(customer_id=accounts.c.customer_id)
+    )
 
 
 def utcnow() -> datetime:

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, StringConstraints
-from sqlalchemy import column, func, insert, select, table, update
+from sqlalchemy import column, func, insert, select, table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.actions.base import (
@@ -16,6 +16,7 @@ from gateway.actions.base import (
     Plan,
     Problem,
     WriteEnv,
+    lock_account,
     to_cents,
     utcnow,
 )
@@ -85,7 +86,7 @@ class RecordPayment:
         async with env.erp.transaction() as connection:
             # Checked again under the account's lock: two payments validated side by side
             # must not together take the account below zero, nor share a reference.
-            await _lock_account(connection, env, data.customer_id)
+            await lock_account(connection, env, data.customer_id)
             outstanding = await _outstanding(connection, env, data.customer_id)
             if outstanding is not None and data.amount > outstanding:
                 raise Invalid([_above_outstanding(data.amount, outstanding)])
@@ -124,20 +125,6 @@ async def _reference_used(connection: AsyncConnection, env: WriteEnv, reference:
     payments = env.erp_tables["payments"]
     found = await connection.execute(select(payments.c.id).where(payments.c.reference == reference))
     return found.first() is not None
-
-
-async def _lock_account(connection: AsyncConnection, env: WriteEnv, customer_id: str) -> None:
-    """Hold the customer's account until the transaction ends: its ledger writes queue up.
-
-    A no-op UPDATE, because it locks on every database: the row on PostgreSQL, the file on
-    SQLite (which ignores FOR UPDATE); whoever waited then reads what the other wrote.
-    """
-    accounts = env.erp_tables["accounts"]
-    await connection.execute(
-        update(accounts)
-        .where(accounts.c.customer_id == customer_id)
-        .values(customer_id=accounts.c.customer_id)
-    )
 
 
 async def _outstanding(
@@ -219,7 +206,7 @@ class IssueCreditNote:
         async with env.erp.transaction() as connection:
             # Checked again under the account's lock: two credit notes validated side by
             # side must not together go beyond what the order is worth (or what was paid).
-            await _lock_account(connection, env, data.customer_id)
+            await lock_account(connection, env, data.customer_id)
             credited, ceiling, cancelled = await _credit_room(connection, env, data.order_id)
             if (problem := _beyond_order(data.amount, credited, ceiling, cancelled)) is not None:
                 raise Invalid([problem])

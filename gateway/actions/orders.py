@@ -8,7 +8,8 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, column, delete, func, insert, select, table, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.actions.base import (
     ActionInput,
@@ -16,6 +17,7 @@ from gateway.actions.base import (
     Plan,
     Problem,
     WriteEnv,
+    lock_account,
     to_cents,
     utcnow,
 )
@@ -87,16 +89,10 @@ class PlaceOrder:
             assert item is not None
             reservations.append(reservation)
             total += item.data["unit_price"] * line.quantity
-        available = balance.data["available_credit"]
+        async with env.erp.transaction() as connection:
+            available = await credit_room(connection, env, data.customer_id)
         if not problems and total > available:
-            problems.append(
-                Problem(
-                    f"order total {total} {balance.data['currency']} exceeds the available credit "
-                    f"of {available}",
-                    "lines",
-                    "CREDIT_LIMIT",
-                )
-            )
+            problems.append(_over_credit(total, available, balance.data["currency"]))
         after = {
             "customer_id": data.customer_id,
             "status": "open",
@@ -121,6 +117,14 @@ class PlaceOrder:
         now = utcnow()
         prices: Mapping[str, Decimal] = plan.context["prices"]
         async with env.erp.transaction() as connection:
+            # Orders for one customer queue on the account, and the credit is checked again
+            # inside: two orders that each fit cannot together pass the limit.
+            await lock_account(connection, env, data.customer_id)
+            available = await credit_room(connection, env, data.customer_id)
+            if plan.context["total"] > available:
+                raise Invalid(
+                    [_over_credit(plan.context["total"], available, plan.context["currency"])]
+                )
             await connection.execute(
                 insert(tables["orders"]).values(
                     id=order_id,
@@ -149,6 +153,39 @@ class PlaceOrder:
             for reservation in plan.context["reservations"]:
                 await _hold(connection, tables, order_id, reservation, now)
         return {"order_id": order_id}
+
+
+def _over_credit(total: Decimal, available: Decimal, currency: str) -> Problem:
+    return Problem(
+        f"order total {total} {currency} exceeds the available credit of {available} "
+        "(credit limit, less what is owed and what open orders already commit)",
+        "lines",
+        "CREDIT_LIMIT",
+    )
+
+
+async def credit_room(connection: AsyncConnection, env: WriteEnv, customer_id: str) -> Decimal:
+    """Credit limit, less what is owed, less open orders not yet invoiced."""
+    balances = table(
+        "customer_balances",
+        column("customer_id"),
+        column("available_credit_cents"),
+        schema=env.erp.schema,
+    )
+    orders = env.erp_tables["orders"]
+    available = (
+        await connection.execute(
+            select(balances.c.available_credit_cents).where(balances.c.customer_id == customer_id)
+        )
+    ).scalar_one_or_none()
+    committed = (
+        await connection.execute(
+            select(func.coalesce(func.sum(orders.c.total_cents), 0)).where(
+                orders.c.customer_id == customer_id, orders.c.status == "open"
+            )
+        )
+    ).scalar_one()
+    return Decimal(int(available or 0) - int(committed)).scaleb(-2)
 
 
 def _reserve(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -419,3 +420,25 @@ async def test_cancel_approved_after_order_was_cancelled_is_invalid_at_approval(
     assert await erp_state(governed) == after_direct
     # Released once, not twice.
     assert (await stock_of(governed, level.sku))[level.location] == (level.on_hand, level.reserved)
+
+
+async def test_place_orders_that_together_pass_the_credit_are_refused_even_at_once(
+    governed: Services,
+) -> None:
+    f = await facts(governed)
+    # Each order takes a little over half the tight customer's room: either fits alone,
+    # both together do not, whether they arrive one after the other or at the same moment.
+    quantity = int(f.tight_credit / 2 / f.expensive.unit_price) + 1
+    assert 2 * quantity <= f.expensive.available
+    assert quantity * f.expensive.unit_price <= f.tight_credit
+    line = {"sku": f.expensive.sku, "quantity": quantity, "location": f.expensive.location}
+    order = {"customer_id": f.tight_customer, "lines": [line]}
+    results = await asyncio.gather(
+        *(submit(governed, "order.place", order, principal="storefront") for _ in range(2))
+    )
+    assert sorted(r.status for r in results) == [Status.APPLIED, Status.INVALID]
+    (refused,) = [r for r in results if r.status is Status.INVALID]
+    assert refused.action is not None
+    assert [v["rule"] for v in refused.action.validation] == ["CREDIT_LIMIT"]
+    third = await submit(governed, "order.place", order, principal="storefront")
+    assert third.status is Status.INVALID
