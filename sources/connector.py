@@ -18,8 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
 from sources.errors import SourceError
 from sources.records import Record
+
+_tracer = trace.get_tracer("gatehouse.sources")
 
 Filters = Mapping[str, object]  # field (or "child.field") -> value, or a list of values (IN)
 
@@ -46,22 +51,28 @@ class SourceStats:
     by_operation: dict[str, int] = field(default_factory=dict)
 
     @asynccontextmanager
-    async def call(self, operation: str) -> AsyncIterator[None]:
-        """Count one round-trip to the system, and its outcome."""
+    async def call(self, operation: str, source: str = "") -> AsyncIterator[None]:
+        """Count and trace one round-trip to the system, and its outcome."""
         self.calls += 1
         self.by_operation[operation] = self.by_operation.get(operation, 0) + 1
         started = time.perf_counter()
-        try:
-            yield
-        except SourceError as exc:
-            self.errors += 1
-            self.last_error_at = datetime.now(UTC)
-            self.last_error = str(exc)
-            raise
-        else:
-            self.last_ok_at = datetime.now(UTC)
-        finally:
-            self.seconds += time.perf_counter() - started
+        # The span names the system and the operation only: never keys, SQL or values.
+        with _tracer.start_as_current_span(
+            f"source {operation}",
+            attributes={"gatehouse.source": source, "gatehouse.source.operation": operation},
+        ) as span:
+            try:
+                yield
+            except SourceError as exc:
+                self.errors += 1
+                self.last_error_at = datetime.now(UTC)
+                self.last_error = str(exc)
+                span.set_status(Status(StatusCode.ERROR, exc.code))
+                raise
+            else:
+                self.last_ok_at = datetime.now(UTC)
+            finally:
+                self.seconds += time.perf_counter() - started
 
     @property
     def healthy(self) -> bool | None:

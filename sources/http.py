@@ -208,7 +208,7 @@ class HttpConnector:
         missing_ok: bool = False,
     ) -> Any:
         # Parsing happens inside the counted call, so malformed data counts as an error.
-        async with self.stats.call(operation), self._translated_errors():
+        async with self.stats.call(operation, self.name), self._translated_errors():
             response = await self.client.request(
                 method, path, params=params, json=json, headers=headers
             )

@@ -125,7 +125,7 @@ class SqlConnector:
         and propagates unchanged.
         """
         async with (
-            self.stats.call("transaction"),
+            self.stats.call("transaction", self.name),
             self._translated_errors(),
             asyncio.timeout(self.timeout),
             self.engine.begin() as connection,
@@ -148,7 +148,7 @@ class SqlConnector:
     ) -> list[Record]:
         # Rows are converted inside the counted call, so malformed data counts as an error.
         async with (
-            self.stats.call(operation),
+            self.stats.call(operation, self.name),
             self._translated_errors(),
             asyncio.timeout(self.timeout),
             self.engine.connect() as connection,
