@@ -23,10 +23,12 @@ from gateway.authz import Policy
 from gateway.body_limit import BodyLimit
 from gateway.config import GatewayConfig, load_config
 from gateway.connectors import build_connectors
+from gateway.console import console_router
 from gateway.database import create_engine, create_schema
 from gateway.errors import ConfigError, Unauthenticated
 from gateway.graphql.context import Context
 from gateway.graphql.schema import build_schema
+from gateway.invalidation import Listener
 from gateway.mcp import BearerGate, http_transport
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator, Principal
@@ -137,8 +139,9 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
         await start(services)
         app.state.services = services
         watcher = asyncio.create_task(_watch_policy(services))
+        evictions = Listener(services.engine, services.reads)
         try:
-            async with mcp.run():
+            async with evictions.running(), mcp.run():
                 yield
         finally:
             watcher.cancel()
@@ -166,4 +169,5 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
     gate = BearerGate(mcp.handle_request, lambda: app.state.services.authenticator)
     # Starlette serves a class instance as a raw ASGI app (a Mount would redirect to /mcp/).
     app.add_route("/mcp", gate, methods=["GET", "POST", "DELETE"])  # type: ignore[arg-type]
+    app.include_router(console_router(), prefix="/console")
     return app

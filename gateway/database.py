@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -120,6 +121,14 @@ audit_head = Table(
 
 GENESIS_HASH = "0" * 64
 
+# Serializes `create_schema` across processes: PostgreSQL's CREATE TABLE is not safe to run
+# concurrently (two creators collide on the pg_type row of the table's row type).
+SCHEMA_LOCK = 0x6761_7465_686F_7573  # "gatehous"
+# Connections older than this are replaced at checkout, before a server or firewall idle
+# limit can cut them; a connection that died anyway fails its statement, which the caller
+# sees as an error, and the pool drops it. No ping per checkout: that is a round trip each.
+POOL_RECYCLE_SECONDS = 1800
+
 
 def create_engine(url: str) -> AsyncEngine:
     """An engine for the gateway's database; SQLite waits on locks instead of failing."""
@@ -128,7 +137,9 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=10, max_overflow=10, pool_recycle=POOL_RECYCLE_SECONDS
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: object, _: ConnectionPoolEntry) -> None:
@@ -147,8 +158,15 @@ def _sqlite_begin_immediate(connection: Engine) -> None:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create the tables that do not exist yet, and the audit chain's head row."""
+    """Create the tables that do not exist yet, and the audit chain's head row.
+
+    On PostgreSQL, replicas starting together take turns: the lock is held to the commit.
+    """
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK}
+            )
         await connection.run_sync(metadata.create_all)
         head = await connection.execute(audit_head.select().where(audit_head.c.id == 1))
         if head.first() is None:

@@ -9,8 +9,9 @@
       6. dry run       everything but the execution                        -> DRY_RUN
       7. approval      review: a pending action a human must approve       -> PENDING_APPROVAL
       8. execution     on the system of record; failure leaves it FAILED   -> APPLIED | FAILED
-    Each outcome is saved with its audit event in one transaction, and the changed records
-    are evicted from the cache.
+    Each outcome is saved with its audit event in one transaction. An APPLIED write evicts
+    the changed records from this process's cache at once, and announces them in that same
+    transaction for every other replica to evict (invalidation.py).
 
 approve / reject / retry / expire move existing actions on, with the same steps.
 """
@@ -29,9 +30,9 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway import approvals, idempotency
+from gateway import approvals, idempotency, invalidation
 from gateway.actions import KINDS, ActionKind, Plan, Problem, WriteEnv, store
 from gateway.actions.base import ActionInput, Invalid
 from gateway.actions.store import FINAL, SETTLED, Action, Approval, Status
@@ -128,13 +129,17 @@ class Writes:
         """Run one write through every step."""
         kind = _kind(request.kind)
         action = self._new_action(request, principal)
-        if request.idempotency_key is not None:
-            claim = await self._claim(action, request)
+        # 1. idempotency. A dry run changes nothing, so it claims no key: the same key may
+        #    then submit it.
+        if request.idempotency_key is not None and not request.dry_run:
+            claim, action = await self._claim(action, request)
             if not claim.won:
                 return await self._replay(claim.action_id)
+        # 2. shape
         data, problems = _parse(kind, request.input)
         if data is None:
             return await self._finish(action, Status.INVALID, validation=problems)
+        # 3. policy
         decision = self._policy.decide(principal, kind.kind, "write", kind.policy_input(data))
         action = _decided(action, decision)
         if decision.outcome is Outcome.DENY:
@@ -150,10 +155,12 @@ class Writes:
         self, action: Action, kind: ActionKind, data: ActionInput, *, dry_run: bool
     ) -> WriteResult:
         """Steps 4 to 8: plan, precondition, dry run, approval, execution."""
+        # 4. plan
         planned = await self._plan(action, kind, data)
         if isinstance(planned, WriteResult):
             return planned
         plan, action, freshness = planned
+        # 5. precondition
         if (conflict := self._conflict(action, plan)) is not None:
             return await self._finish(
                 action, Status.CONFLICT, freshness=freshness, errors=[conflict]
@@ -162,8 +169,10 @@ class Writes:
             return await self._finish(
                 action, Status.INVALID, validation=plan.problems, freshness=freshness
             )
+        # 6. dry run
         if dry_run:
             return await self._finish(action, Status.DRY_RUN, freshness=freshness)
+        # 7. approval
         if action.decision == Outcome.REVIEW and approvals.valid_approvals(action) < max(
             1, action.approvals_required
         ):
@@ -171,6 +180,7 @@ class Writes:
             return await self._finish(
                 action, Status.PENDING_APPROVAL, expires_at=expires, freshness=freshness
             )
+        # 8. execution
         return await self._execute(action, kind, data, plan)
 
     async def _plan(
@@ -216,13 +226,15 @@ class Writes:
             return await self._finish(
                 action, Status.FAILED, error=str(error), errors=[WriteError(error.code, str(error))]
             )
-        self._evict(kind, data, plan)
-        return await self._finish(action, Status.APPLIED, result=result)
+        changed = self._evict(kind, data, plan)
+        return await self._finish(action, Status.APPLIED, result=result, evicted=changed)
 
-    def _evict(self, kind: ActionKind, data: ActionInput, plan: Plan) -> None:
-        self._reads.evict(kind.entity, [kind.target(data)])
-        for entity, key in _touched(data, plan):
+    def _evict(self, kind: ActionKind, data: ActionInput, plan: Plan) -> list[tuple[str, str]]:
+        """Forget the changed records here, at once; which they were, to announce."""
+        changed = list(dict.fromkeys([(kind.entity, kind.target(data)), *_touched(data, plan)]))
+        for entity, key in changed:
             self._reads.evict(entity, [key])
+        return changed
 
     # ---- policy --------------------------------------------------------------------------
 
@@ -442,7 +454,10 @@ class Writes:
             expires_at=None,
         )
 
-    async def _claim(self, action: Action, request: WriteRequest) -> idempotency.Claim:
+    async def _claim(
+        self, action: Action, request: WriteRequest
+    ) -> tuple[idempotency.Claim, Action]:
+        """Take the key; a won claim stores the action with it, as its first revision."""
         key = request.idempotency_key
         assert key is not None  # only keyed requests are claimed
         request_digest = _digest(
@@ -452,6 +467,7 @@ class Writes:
                 "expected": request.expected_version,
             }
         )
+        stored = replace(action, revision=1)
         async with self._engine.begin() as connection:
             claim = await idempotency.claim(
                 connection,
@@ -463,8 +479,8 @@ class Writes:
                 keep_for=timedelta(seconds=self._config.writes.idempotency_ttl),
             )
             if claim.won:
-                await store.insert(connection, action)
-        return claim
+                await store.insert(connection, stored)
+        return claim, stored
 
     async def _replay(self, action_id: str) -> WriteResult:
         """The first request's result; wait while it is still running elsewhere."""
@@ -560,6 +576,7 @@ class Writes:
         freshness: Freshness | None = None,
         actor: Principal | None = None,
         extra: Mapping[str, Any] | None = None,
+        evicted: Sequence[tuple[str, str]] = (),
     ) -> WriteResult:
         finished = replace(
             action,
@@ -571,7 +588,7 @@ class Writes:
             expires_at=expires_at or action.expires_at,
         )
         event = f"action.{status.value.lower()}"
-        saved = await self._save(action, finished, event, actor, dict(extra or {}))
+        saved = await self._save(action, finished, event, actor, dict(extra or {}), evicted)
         if saved is None:
             raise ActionError("ACTION_CHANGED", f"action {action.id} was changed concurrently")
         finished = saved
@@ -592,31 +609,34 @@ class Writes:
         event: str,
         actor: Principal | None,
         extra: dict[str, Any],
+        evicted: Sequence[tuple[str, str]] = (),
     ) -> Action | None:
-        """Store the change and its audit event together, or neither; None if it lost a race."""
+        """Store the change and its audit event together, or neither; None if it lost a race.
+
+        Revision 0 is an action not stored yet (no idempotency key claimed it). The audit
+        event is built before the transaction and appended last in it: the append holds
+        the chain's head lock until the commit.
+        """
         saved = replace(after, revision=before.revision + 1)
+        audited = self._event(saved, event, actor, extra)
         async with self._engine.begin() as connection:
-            if before.revision == 0 and not await _exists(connection, before.id):
+            if before.revision == 0:
                 await store.insert(connection, saved)
             elif not await store.save(connection, before, after):
                 return None
-            await self._append(connection, saved, event, actor, extra)
+            await invalidation.announce(connection, evicted)
+            await self._audit.append(audited, connection=connection)
         return saved
 
     async def _audit_event(
         self, action: Action, event: str, actor: Principal | None, extra: dict[str, Any]
     ) -> None:
-        async with self._engine.begin() as connection:
-            await self._append(connection, action, event, actor, extra)
+        await self._audit.append(self._event(action, event, actor, extra))
 
-    async def _append(
-        self,
-        connection: AsyncConnection,
-        action: Action,
-        event: str,
-        actor: Principal | None,
-        extra: dict[str, Any],
-    ) -> None:
+    def _event(
+        self, action: Action, event: str, actor: Principal | None, extra: dict[str, Any]
+    ) -> AuditEvent:
+        """The audit event of one change, with classified input values masked."""
         kind = KINDS.get(action.kind)
         principal = actor or self._principals.principal(action.principal)
         payload = {
@@ -636,21 +656,18 @@ class Writes:
             "requested_by": action.principal,
             **extra,
         }
-        await self._audit.append(
-            AuditEvent(
-                event=event,
-                principal=principal.id if principal else action.principal,
-                principal_kind=principal.kind.value if principal else "unknown",
-                on_behalf_of=principal.on_behalf_of if principal else action.on_behalf_of,
-                channel=action.channel if actor is None else "graphql",
-                outcome=action.status.value,
-                trace_id=action.trace_id,
-                action_id=action.id,
-                action_kind=action.kind,
-                target=action.target,
-                payload=payload,
-            ),
-            connection=connection,
+        return AuditEvent(
+            event=event,
+            principal=principal.id if principal else action.principal,
+            principal_kind=principal.kind.value if principal else "unknown",
+            on_behalf_of=principal.on_behalf_of if principal else action.on_behalf_of,
+            channel=action.channel if actor is None else "graphql",
+            outcome=action.status.value,
+            trace_id=action.trace_id,
+            action_id=action.id,
+            action_kind=action.kind,
+            target=action.target,
+            payload=payload,
         )
 
     def _result(self, action: Action, *, replayed: bool = False) -> WriteResult:
@@ -665,10 +682,6 @@ class Writes:
             tuple(self.approvers_for(action)) if (action.status is Status.PENDING_APPROVAL) else ()
         )
         return WriteResult(action.status, action, tuple(errors), None, approvers)
-
-
-async def _exists(connection: AsyncConnection, action_id: str) -> bool:
-    return await store.get(connection, action_id) is not None
 
 
 def _kind(name: str) -> ActionKind:

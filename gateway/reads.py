@@ -150,9 +150,17 @@ class Reads:
         return EntryPage(entries, cursors, page.has_more)
 
     def evict(self, entity: str, keys: Sequence[str]) -> None:
-        """Forget cached records (after a write changed them)."""
+        """Forget cached records (after a write changed them); an unknown entity has none."""
+        cache = self._caches.get(entity)
+        if cache is None:
+            return
         for key in keys:
-            self._caches[entity].pop(key, None)
+            cache.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget every cached record (when evictions may have been missed)."""
+        for cache in self._caches.values():
+            cache.clear()
 
     def _remember(self, entity: str, record: Record, fetched_at: datetime) -> Entry:
         fresh = _Cached(record, fetched_at)

@@ -75,7 +75,7 @@ class SqlConnector:
             if len(entity.children) > 1:
                 raise ValueError(f"{entity.name}: a SQL entity maps at most one child list")
         self.engine = engine or create_async_engine(
-            url, pool_pre_ping=True, connect_args=_connect_args(url, timeout)
+            url, pool_recycle=30 * 60, connect_args=_connect_args(url, timeout)
         )
 
     def entities(self) -> Sequence[str]:

@@ -359,8 +359,8 @@ async def _write_on_one_read_on_other(
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Cache the item on both replicas, adjust it on the first; what each replica reads.
 
-    A setup step that goes wrong fails the test outright (pytest.fail), so the xfail below
-    stands only for the stale read it is about.
+    A setup step that goes wrong fails the test outright (pytest.fail), so an assertion
+    error is only ever the stale read the test is about.
     """
     headers = {"Authorization": f"Bearer {api_key}"}
     async with (
@@ -375,12 +375,6 @@ async def _write_on_one_read_on_other(
         return await _item_levels(first, "SKU-0003"), await _item_levels(second, "SKU-0003")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="no cross-replica eviction yet: DESIGN 'State and scale' calls for LISTEN/NOTIFY; "
-    "Reads.evict only clears the writing process's cache",
-)
 def test_replicas_write_on_one_evicts_the_cached_record_on_the_other(
     estate: DemoEstate, database: str, replicas: tuple[str, str]
 ) -> None:
@@ -402,12 +396,6 @@ async def _create_schema_at_once(url: str, replicas: int) -> list[BaseException 
             await engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="create_schema races: concurrent CREATE TABLE fails with a unique violation on "
-    "pg_type; it needs a PostgreSQL advisory lock around metadata.create_all",
-)
 async def test_replicas_starting_together_on_an_empty_database_both_create_the_schema(
     empty_database: str,
 ) -> None:

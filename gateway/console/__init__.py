@@ -1,0 +1,16 @@
+"""The web console for approvers and compliance, served by the gateway at `/console`.
+
+    /console/login            sign in with an API key (people only) -> session cookie
+    /console/approvals        inbox of pending actions: diff, approve or reject   approvers
+    /console/actions/{id}     the whole life of one action and its audit events
+    /console/audit            the audit trail: filters, paging, chain status, download  compliance
+    /console/sources          systems of record: health; entities: contracts and SLAs
+    /console/logout           sign out (POST)
+
+Server-rendered Jinja2 pages and plain HTML forms: no JavaScript is needed. Every form
+carries a CSRF token; a page that policy does not grant is a 403.
+"""
+
+from gateway.console.router import console_router
+
+__all__ = ["console_router"]

@@ -1,0 +1,66 @@
+"""Which console pages a person may see, decided from the grants policy already holds.
+
+    approvals  a human whom policy lets `approve` some kind of action
+    audit      policy lets them `read` the `audit` trail (compliance)
+    sources    policy lets them `read` at least one entity
+    an action  any of the above but sources, or they requested it (or own the agent that did)
+
+A page not granted is a 403; its link is not in the navigation either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gateway.actions import KINDS
+from gateway.actions.store import Action
+from gateway.config import PrincipalKind
+from gateway.console.sessions import ConsoleSession
+from gateway.principals import Principal
+from gateway.services import Services
+
+
+class Page(StrEnum):
+    """A page of the console, as the navigation names it."""
+
+    APPROVALS = "approvals"
+    AUDIT = "audit"
+    SOURCES = "sources"
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """The signed-in person, their session and the pages they may open."""
+
+    principal: Principal
+    session: ConsoleSession
+    token: str
+    pages: frozenset[Page]
+
+
+def pages_for(principal: Principal, services: Services) -> frozenset[Page]:
+    """The pages `principal` may open."""
+    policy = services.policy
+    granted: set[Page] = set()
+    if principal.kind is PrincipalKind.HUMAN and any(
+        policy.decide(principal, kind, "approve").allowed for kind in KINDS
+    ):
+        granted.add(Page.APPROVALS)
+    if policy.decide(principal, "audit", "read").allowed:
+        granted.add(Page.AUDIT)
+    if any(policy.can_read(principal, entity) for entity in services.config.entities):
+        granted.add(Page.SOURCES)
+    return frozenset(granted)
+
+
+def may_see_action(principal: Principal, pages: frozenset[Page], action: Action) -> bool:
+    """Approvers and compliance see every action; others only their own."""
+    if pages & {Page.APPROVALS, Page.AUDIT}:
+        return True
+    return principal.id in (action.principal, action.on_behalf_of)
+
+
+def names(services: Services) -> dict[str, str]:
+    """Every principal's display name, by id, for pages that name people and agents."""
+    return {p.id: p.display_name for p in services.authenticator.all()}

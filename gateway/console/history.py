@@ -1,0 +1,122 @@
+"""The action page: the whole life of one action, and its audit events.
+
+GET /console/actions/{id}   fields, decision, validation, approvals, diff, result or
+                            error, the audit events that recorded each step; the
+                            approve and reject forms while it waits for this person
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response
+from pydantic import ValidationError
+
+from gateway import approvals
+from gateway.actions import KINDS
+from gateway.actions.store import Action, Status
+from gateway.console.access import Viewer, may_see_action, names
+from gateway.console.pages import ConsoleRoute, Refused, render
+from gateway.console.signin import CSRF_FIELD, ServicesDep, ViewerDep
+from gateway.pipeline import MASK
+from gateway.services import Services
+
+EVENTS_SHOWN = 500
+DONE = {"approved": "Your approval was recorded.", "rejected": "You rejected this action."}
+
+
+@dataclass(frozen=True, slots=True)
+class Decidable:
+    """A pending action as one approver sees it: whether they may decide it, and who may."""
+
+    action: Action
+    refusal: str | None  # why this person may not approve or reject it; None when they may
+    approvers: list[str]
+
+
+def router() -> APIRouter:
+    """The action page."""
+    routes = APIRouter(route_class=ConsoleRoute)
+    routes.add_api_route("/actions/{action_id}", show, methods=["GET"], include_in_schema=False)
+    return routes
+
+
+async def show(
+    services: ServicesDep,
+    viewer: ViewerDep,
+    action_id: Annotated[str, Path(max_length=64)],
+    done: str | None = None,
+) -> Response:
+    """One action's page."""
+    return await action_page(services, viewer, action_id, notice=DONE.get(done or ""))
+
+
+async def action_page(
+    services: Services,
+    viewer: Viewer,
+    action_id: str,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    """Render one action's page, with a notice or an error from what was just tried."""
+    action = await services.writes.get(action_id)
+    if action is None or not may_see_action(viewer.principal, viewer.pages, action):
+        raise Refused(404, "No such action", f"There is no action {action_id} for you.", viewer)
+    events, more = await services.audit.query(action_id=action.id, limit=EVENTS_SHOWN)
+    return render(
+        "action.html",
+        viewer=viewer,
+        status=status,
+        item=decidable(services, viewer, action),
+        events=events,
+        more_events=more,
+        bound=_bound(action),
+        shown_input=shown_input(services, viewer, action),
+        names=names(services),
+        notice=notice,
+        error=error,
+        csrf_field=CSRF_FIELD,
+    )
+
+
+def decidable(services: Services, viewer: Viewer, action: Action) -> Decidable:
+    """Whether `viewer` may approve `action` now, as the server will judge it."""
+    if action.status is not Status.PENDING_APPROVAL:
+        return Decidable(action, f"it is no longer waiting ({action.status.value})", [])
+    try:
+        amount = _amount(action)
+    except (KeyError, ValidationError):
+        return Decidable(action, "its input cannot be read, so it cannot be approved here", [])
+    why = approvals.refusal(viewer.principal, action, amount=amount, policy=services.policy)
+    return Decidable(action, why, services.writes.approvers_for(action))
+
+
+def shown_input(services: Services, viewer: Viewer, action: Action) -> dict[str, Any]:
+    """The action's input, personal data masked unless the viewer is granted it (as GraphQL)."""
+    kind = KINDS.get(action.kind)
+    if (
+        kind is None
+        or services.policy.decide(viewer.principal, f"pii:{kind.entity}", "read").allowed
+    ):
+        return action.input
+    return {
+        k: MASK if k in kind.pii_fields and v is not None else v for k, v in action.input.items()
+    }
+
+
+def _amount(action: Action) -> Decimal | None:
+    kind = KINDS[action.kind]
+    return kind.amount(kind.Input.model_validate(action.input))
+
+
+def _bound(action: Action) -> dict[str, bool]:
+    """For each approver: does their approval still count (same input, same policy)?"""
+    return {
+        a.approver: a.input_digest == action.input_digest
+        and a.policy_version == action.policy_version
+        for a in action.approvals
+    }

@@ -1,0 +1,39 @@
+"""`console_router`: every console page under one router, plus the home page and the CSS."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import APIRouter, Response
+
+from gateway.console import history, inbox, signin, systems, trail
+from gateway.console.access import Page
+from gateway.console.pages import ROOT, ConsoleRoute, redirect, render
+from gateway.console.signin import ViewerDep
+
+# The page someone lands on after signing in: the first of these they may see.
+LANDING = (Page.APPROVALS, Page.AUDIT, Page.SOURCES)
+
+
+def console_router() -> APIRouter:
+    """The console's routes; mount them at /console."""
+    routes = APIRouter(route_class=ConsoleRoute)
+    routes.add_api_route("/", home, methods=["GET"], include_in_schema=False)
+    routes.add_api_route("/console.css", stylesheet, methods=["GET"], include_in_schema=False)
+    for part in (signin, inbox, history, trail, systems):
+        routes.include_router(part.router())
+    return routes
+
+
+async def home(viewer: ViewerDep) -> Response:
+    """Straight on to the first page this person may see."""
+    for page in LANDING:
+        if page in viewer.pages:
+            return redirect(f"{ROOT}/{page.value}")
+    return render("home.html", viewer=viewer)
+
+
+async def stylesheet() -> Response:
+    """The console's one stylesheet."""
+    css = files("gateway.console").joinpath("templates/console.css").read_text("utf-8")
+    return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})

@@ -1,0 +1,153 @@
+"""Plain words for what the gateway records: statuses, kinds, events, times and values.
+
+The console is read by approvers and auditors, not engineers: every code it shows comes
+with words, and the code itself stays visible next to them for anyone who needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.actions import KINDS
+
+STATUS_WORDS = {
+    "RECEIVED": "Received",
+    "EXECUTING": "Being applied",
+    "APPLIED": "Applied",
+    "PENDING_APPROVAL": "Waiting for approval",
+    "DENIED": "Denied by policy",
+    "INVALID": "Refused: the data was not valid",
+    "FAILED": "Failed in the system of record",
+    "REJECTED": "Rejected by an approver",
+    "EXPIRED": "Expired before anyone decided",
+    "CONFLICT": "Refused: the record had changed",
+    "DRY_RUN": "Dry run: nothing was written",
+}
+STATUS_TONES = {
+    "APPLIED": "good",
+    "PENDING_APPROVAL": "wait",
+    "EXECUTING": "wait",
+    "RECEIVED": "wait",
+    "DRY_RUN": "neutral",
+}
+EVENT_WORDS = {
+    "action.approved": "Approved",
+    "action.approval_recorded": "Approval recorded, more needed",
+    "action.retried": "Retried",
+    "action.redecided": "Decided again after a policy change",
+    "action.tampered": "Input found altered",
+    "policy.reloaded": "Policy files reloaded",
+    "read.classified": "Read classified fields",
+}
+DECISION_WORDS = {
+    "allow": "Allowed",
+    "deny": "Denied",
+    "review": "Allowed once a person approves it",
+    "": "Not decided",
+}
+PRINCIPAL_KINDS = {"human": "Person", "agent": "AI agent", "service": "Service", "system": "System"}
+
+
+def status_words(status: str) -> str:
+    """A status in plain words."""
+    return STATUS_WORDS.get(status, status.replace("_", " ").capitalize())
+
+
+def decision_words(decision: str) -> str:
+    """Policy's outcome in plain words."""
+    return DECISION_WORDS.get(decision, decision)
+
+
+def status_tone(status: str) -> str:
+    """good, wait, neutral or bad: how a status is coloured."""
+    return STATUS_TONES.get(status, "bad")
+
+
+def kind_title(kind: str) -> str:
+    """`inventory.adjust` -> `Adjust inventory` (from its mutation's name)."""
+    found = KINDS.get(kind)
+    if found is None:
+        return kind
+    words = re.sub(r"(?<!^)([A-Z])", r" \1", found.mutation).lower()
+    return words[:1].upper() + words[1:]
+
+
+def kind_summary(kind: str) -> str:
+    """What an action of this kind does, in one sentence."""
+    found = KINDS.get(kind)
+    return found.summary if found is not None else ""
+
+
+def event_words(event: str) -> str:
+    """An audit event's name in plain words."""
+    if event in EVENT_WORDS:
+        return EVENT_WORDS[event]
+    if event.startswith("action."):
+        return status_words(event.removeprefix("action.").upper())
+    return event
+
+
+def utc(value: datetime) -> datetime:
+    """A stored time in UTC (SQLite hands back the naive UTC wall time that was stored)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def when(value: datetime | None) -> str:
+    """A moment as UTC date and time, to the second."""
+    if value is None:
+        return "—"
+    return utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def relative(value: datetime | None, now: datetime) -> str:
+    """`3 min ago` or `in 23 h`."""
+    if value is None:
+        return ""
+    seconds = (utc(value) - now).total_seconds()
+    span = duration(abs(seconds))
+    if abs(seconds) < 5:
+        return "just now"
+    return f"in {span}" if seconds > 0 else f"{span} ago"
+
+
+def duration(seconds: float) -> str:
+    """Seconds in the largest unit that fits: `45 s`, `1 min`, `1.5 h`, `2 days`."""
+    for unit, size, up_to in (("s", 1, 60), ("min", 60, 3600), ("h", 3600, 48 * 3600)):
+        if seconds < up_to:
+            return f"{_number(seconds / size)} {unit}"
+    return f"{_number(seconds / 86400)} days"
+
+
+def _number(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 or value == round(value) else f"{value:.1f}"
+
+
+def shown(value: Any) -> str:
+    """A field's value in a table cell: nested values as compact JSON."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+    return str(value)
+
+
+def pretty(value: Any) -> str:
+    """A JSON value laid out on several lines, for a details block."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def diff_rows(diff: dict[str, Any] | None) -> list[tuple[str, str, str, bool]]:
+    """(field, before, after, changed) for every field on either side of a diff."""
+    if not diff:
+        return []
+    before, after = diff.get("before") or {}, diff.get("after") or {}
+    names = list(dict.fromkeys([*before, *after]))
+    return [
+        (name, shown(before.get(name)), shown(after.get(name)), before.get(name) != after.get(name))
+        for name in names
+    ]
