@@ -13,11 +13,14 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http.ides import get_graphql_ide_html
 
+from gateway.access_log import AccessLog
 from gateway.actions import WriteEnv
+from gateway.actions.store import Status, count_by_status
 from gateway.audit import AuditTrail
 from gateway.authz import Policy
 from gateway.body_limit import BodyLimit
@@ -28,13 +31,16 @@ from gateway.database import create_engine, create_schema
 from gateway.errors import ConfigError, Unauthenticated
 from gateway.graphql.context import Context
 from gateway.graphql.schema import build_schema
+from gateway.health import readiness
 from gateway.invalidation import Listener
 from gateway.mcp import BearerGate, http_transport
+from gateway.metrics import Metrics
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator, Principal
 from gateway.reads import Reads
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.telemetry import configure_tracing
 from sources.connector import Connector
 from sources.http import HttpConnector
 from sources.sql import SqlConnector
@@ -46,7 +52,12 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
     """Every long-lived service, built once (the database schema is made in `start`)."""
     connectors = build_connectors(config)
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
-    reads = Reads(entities=config.entities, connectors=connectors)
+    metrics = Metrics(lambda: connectors)
+    reads = Reads(
+        entities=config.entities,
+        connectors=connectors,
+        on_lookup=lambda entity, hit: metrics.cache.labels(entity, "hit" if hit else "miss").inc(),
+    )
     policy = Policy(
         config.policy_path("model"),
         config.policy_path("policy"),
@@ -63,6 +74,7 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         env=write_env(connectors),
         authenticator=authenticator,
         config=config,
+        on_outcome=lambda action: metrics.writes.labels(action.kind, action.status.value).inc(),
     )
     return Services(
         settings=settings,
@@ -74,6 +86,7 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         engine=engine,
         audit=audit,
         writes=writes,
+        metrics=metrics,
     )
 
 
@@ -98,6 +111,16 @@ async def _watch_policy(services: Services, every: float = 2.0) -> None:
             await services.writes.refresh_policy()
         except Exception:
             log.exception("policy refresh failed")
+
+
+async def refresh_gauges(services: Services) -> None:
+    """Gauges read at scrape time: pending approvals, cached records by freshness."""
+    async with services.engine.connect() as connection:
+        counts = await count_by_status(connection)
+    services.metrics.pending.set(counts.get(Status.PENDING_APPROVAL.value, 0))
+    for entity in services.config.entities:
+        for status, count in services.reads.cache_status(entity).items():
+            services.metrics.freshness.labels(entity, status.value).set(count)
 
 
 async def get_services(request: Request) -> Services:
@@ -130,6 +153,7 @@ async def graphql_context(services: ServicesDep, principal: PrincipalDep) -> Con
 def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastAPI:
     """The ASGI application; services are built when it starts and closed when it stops."""
     config = config or load_config(settings.config)
+    configure_tracing(otlp_endpoint=settings.otlp_endpoint)
 
     mcp = http_transport(lambda: app.state.services)
 
@@ -149,6 +173,10 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
 
     app = FastAPI(title="Gatehouse", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=config.limits.max_body_bytes)
+    app.add_middleware(
+        AccessLog,
+        metrics=lambda: app.state.services.metrics if hasattr(app.state, "services") else None,
+    )
 
     @app.get("/graphql", include_in_schema=False)
     async def graphiql() -> HTMLResponse:
@@ -158,6 +186,16 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz(services: ServicesDep) -> JSONResponse:
+        ready, detail = await readiness(services)
+        return JSONResponse(detail, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics(services: ServicesDep) -> Response:
+        await refresh_gauges(services)
+        return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     router: GraphQLRouter[Context, None] = GraphQLRouter(
         build_schema(config.limits),

@@ -24,6 +24,7 @@ from gateway.config import load_config
 from gateway.database import create_engine
 from gateway.demo import running_estate, write_keys_file
 from gateway.errors import ConfigError, InvalidArgument, Unauthenticated
+from gateway.logs import configure_logging
 from gateway.mcp import run_stdio
 from gateway.settings import Settings
 
@@ -109,6 +110,7 @@ def _policy_check(args: argparse.Namespace) -> int:
 
 def _mcp(args: argparse.Namespace) -> int:
     settings = Settings(**({"config": args.config} if args.config else {}))
+    configure_logging(settings.log_level)  # on stderr: stdout carries the MCP protocol
     services = build_services(settings, load_config(settings.config))
     key = os.environ.get("GATEHOUSE_API_KEY", "")
     try:
@@ -135,6 +137,7 @@ def _fail(message: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in ("config", "host", "port") and v}
     settings = Settings(**overrides)
+    configure_logging(settings.log_level)
     app = create_app(settings, load_config(settings.config))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0
@@ -146,6 +149,7 @@ def _demo(args: argparse.Namespace) -> int:
         settings = Settings(
             host=args.host, port=args.port, database_url=f"sqlite+aiosqlite:///{database}"
         )
+        configure_logging("WARNING")  # the demo's terminal shows the banner, not every request
         app = create_app(settings, estate.config())
         keys_file = write_keys_file(estate, database_url=settings.database_url)
         base = f"http://{args.host}:{args.port}"

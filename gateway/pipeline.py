@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -43,9 +44,12 @@ from gateway.errors import GatehouseError, InvalidArgument
 from gateway.freshness import Freshness, Sla
 from gateway.principals import Authenticator, Principal
 from gateway.reads import Reads
+from gateway.telemetry import current_trace_id, tracer
 from sources.errors import SourceConflict, SourceError
 
 MASK = "***"
+
+log = logging.getLogger("gatehouse.writes")
 
 
 class ActionError(GatehouseError):
@@ -113,7 +117,9 @@ class Writes:
         authenticator: Authenticator,
         config: GatewayConfig,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_outcome: Callable[[Action], None] = lambda action: None,
     ) -> None:
+        self._on_outcome = on_outcome  # metrics
         self._engine = engine
         self._audit = audit
         self._policy = policy
@@ -140,7 +146,8 @@ class Writes:
         if data is None:
             return await self._finish(action, Status.INVALID, validation=problems)
         # 3. policy
-        decision = self._policy.decide(principal, kind.kind, "write", kind.policy_input(data))
+        with tracer().start_as_current_span("write policy"):
+            decision = self._policy.decide(principal, kind.kind, "write", kind.policy_input(data))
         action = _decided(action, decision)
         if decision.outcome is Outcome.DENY:
             return await self._finish(action, Status.DENIED)
@@ -187,7 +194,8 @@ class Writes:
         self, action: Action, kind: ActionKind, data: ActionInput
     ) -> tuple[Plan, Action, Freshness | None] | WriteResult:
         try:
-            plan = await kind.plan(data, self._env)
+            with tracer().start_as_current_span("write validation"):
+                plan = await kind.plan(data, self._env)
         except SourceError as error:
             return await self._finish(
                 action, Status.FAILED, error=str(error), errors=[WriteError(error.code, str(error))]
@@ -211,7 +219,8 @@ class Writes:
     ) -> WriteResult:
         key = action.idempotency_key or action.id
         try:
-            result = await kind.execute(data, plan, self._env, idempotency_key=key)
+            with tracer().start_as_current_span("write execution"):
+                result = await kind.execute(data, plan, self._env, idempotency_key=key)
         except Invalid as invalid:
             return await self._finish(action, Status.INVALID, validation=invalid.problems)
         except SourceConflict as error:
@@ -250,7 +259,7 @@ class Writes:
             on_behalf_of=None,
             channel="system",
             outcome="RELOADED",
-            trace_id=uuid.uuid4().hex,
+            trace_id=current_trace_id(),
             payload={
                 "previous_version": previous,
                 "version": self._policy.version,
@@ -261,7 +270,9 @@ class Writes:
 
     # ---- existing actions ------------------------------------------------------------
 
-    async def approve(self, action_id: str, approver: Principal, comment: str) -> WriteResult:
+    async def approve(
+        self, action_id: str, approver: Principal, comment: str, *, channel: str = "graphql"
+    ) -> WriteResult:
         """Approve a pending action; the last approval needed executes it."""
         await self.refresh_policy()
         action = await self._pending(action_id)
@@ -288,7 +299,7 @@ class Writes:
                 action,
                 "action.approval_recorded",
                 approver,
-                {"approval": _verdict_payload(verdict)},
+                {"approval": _verdict_payload(verdict), "channel": channel},
             )
             return self._result(action)
         executing = await self._save(
@@ -296,7 +307,7 @@ class Writes:
             replace(action, status=Status.EXECUTING),
             "action.approved",
             approver,
-            {"approval": _verdict_payload(verdict)},
+            {"approval": _verdict_payload(verdict), "channel": channel},
         )
         if executing is None:
             raise ActionError(
@@ -304,7 +315,9 @@ class Writes:
             )
         return await self._proceed(executing, kind, data, dry_run=False)
 
-    async def reject(self, action_id: str, approver: Principal, reason: str) -> WriteResult:
+    async def reject(
+        self, action_id: str, approver: Principal, reason: str, *, channel: str = "graphql"
+    ) -> WriteResult:
         """Reject a pending action with a reason."""
         action = await self._pending(action_id)
         kind = _kind(action.kind)
@@ -322,10 +335,12 @@ class Writes:
             Status.REJECTED,
             actor=approver,
             error=reason,
-            extra={"approval": _verdict_payload(verdict)},
+            extra={"approval": _verdict_payload(verdict), "channel": channel},
         )
 
-    async def retry(self, action_id: str, principal: Principal) -> WriteResult:
+    async def retry(
+        self, action_id: str, principal: Principal, *, channel: str = "graphql"
+    ) -> WriteResult:
         """Replay a FAILED action: policy, validation and execution run again."""
         action = await self.get(action_id)
         if action is None:
@@ -346,7 +361,9 @@ class Writes:
         data = kind.Input.model_validate(action.input)
         decision = self._policy.decide(requester, kind.kind, "write", kind.policy_input(data))
         retried = replace(_decided(action, decision), status=Status.EXECUTING, error=None)
-        executing = await self._save(action, retried, "action.retried", principal, {})
+        executing = await self._save(
+            action, retried, "action.retried", principal, {"channel": channel}
+        )
         if executing is None:
             raise ActionError("NOT_FAILED", f"action {action_id} is already being retried")
         if decision.outcome is Outcome.DENY:
@@ -447,7 +464,7 @@ class Writes:
             result=None,
             error=None,
             idempotency_key=request.idempotency_key,
-            trace_id=uuid.uuid4().hex,
+            trace_id=current_trace_id(),
             revision=0,
             created_at=now,
             updated_at=now,
@@ -592,6 +609,19 @@ class Writes:
         if saved is None:
             raise ActionError("ACTION_CHANGED", f"action {action.id} was changed concurrently")
         finished = saved
+        self._on_outcome(finished)
+        log.info(
+            "write",
+            extra={
+                "action_id": finished.id,
+                "kind": finished.kind,
+                "status": status.value,
+                "principal": finished.principal,
+                "on_behalf_of": finished.on_behalf_of,
+                "channel": finished.channel,
+                "rule": finished.rule,
+            },
+        )
         approvers = (
             tuple(self.approvers_for(finished))
             if status in (Status.PENDING_APPROVAL, Status.DRY_RUN) and finished.decision == "review"
@@ -619,6 +649,17 @@ class Writes:
         """
         saved = replace(after, revision=before.revision + 1)
         audited = self._event(saved, event, actor, extra)
+        with tracer().start_as_current_span("write audit", attributes={"gatehouse.event": event}):
+            return await self._store(before, after, saved, audited, evicted)
+
+    async def _store(
+        self,
+        before: Action,
+        after: Action,
+        saved: Action,
+        audited: AuditEvent,
+        evicted: Sequence[tuple[str, str]],
+    ) -> Action | None:
         async with self._engine.begin() as connection:
             if before.revision == 0:
                 await store.insert(connection, saved)
@@ -639,6 +680,8 @@ class Writes:
         """The audit event of one change, with classified input values masked."""
         kind = KINDS.get(action.kind)
         principal = actor or self._principals.principal(action.principal)
+        extra = dict(extra)
+        channel = extra.pop("channel", None)
         payload = {
             "input": _masked(action.input, kind),
             "decision": {
@@ -661,7 +704,7 @@ class Writes:
             principal=principal.id if principal else action.principal,
             principal_kind=principal.kind.value if principal else "unknown",
             on_behalf_of=principal.on_behalf_of if principal else action.on_behalf_of,
-            channel=action.channel if actor is None else "graphql",
+            channel=channel or (action.channel if actor is None else "graphql"),
             outcome=action.status.value,
             trace_id=action.trace_id,
             action_id=action.id,

@@ -20,7 +20,7 @@ from cachetools import TTLCache
 
 from gateway.config import EntityConfig
 from gateway.errors import InvalidArgument, SourceFailed
-from gateway.freshness import Freshness, Sla
+from gateway.freshness import Freshness, FreshnessStatus, Sla
 from gateway.pagination import decode_cursor, encode_cursor
 from sources.connector import Connector, Filters
 from sources.errors import InvalidPosition, SourceError
@@ -62,10 +62,12 @@ class Reads:
         entities: Mapping[str, EntityConfig],
         connectors: Mapping[str, Connector],
         clock: Clock = lambda: datetime.now(UTC),
+        on_lookup: Callable[[str, bool], None] = lambda entity, hit: None,
     ) -> None:
         self._entities = entities
         self._connectors = connectors
         self._clock = clock
+        self._on_lookup = on_lookup  # (entity, hit): for the cache metrics
         self._caches: dict[str, TTLCache[str, _Cached]] = {
             name: TTLCache(maxsize=cfg.cache_size, ttl=cfg.keep_stale_for, timer=self._timestamp)
             for name, cfg in entities.items()
@@ -100,6 +102,8 @@ class Reads:
             if hit is not None and limit > 0 and (now - hit.fetched_at).total_seconds() <= limit:
                 served[key] = self._entry(entity, hit, cached=True)
         missing = [key for key in dict.fromkeys(keys) if key not in served]
+        for key in keys:
+            self._on_lookup(entity, key in served)
         if missing:
             served |= await self._read_through(entity, missing)
         return [served[key] for key in keys]
@@ -148,6 +152,14 @@ class Reads:
         entries = [self._remember(entity, record, fetched_at) for record in page.records]
         cursors = [encode_cursor(entity, position) for position in page.positions]
         return EntryPage(entries, cursors, page.has_more)
+
+    def cache_status(self, entity: str) -> dict[FreshnessStatus, int]:
+        """How many cached records of an entity are FRESH, AGING or STALE now."""
+        counts = dict.fromkeys(FreshnessStatus, 0)
+        now = self._clock()
+        for hit in list(self._caches[entity].values()):
+            counts[self._entry(entity, hit, cached=True).freshness.status(now)] += 1
+        return counts
 
     def evict(self, entity: str, keys: Sequence[str]) -> None:
         """Forget cached records (after a write changed them); an unknown entity has none."""

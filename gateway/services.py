@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.audit import AuditTrail
 from gateway.authz import Policy
 from gateway.config import Classification, GatewayConfig
+from gateway.metrics import Metrics
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator
 from gateway.reads import Reads
@@ -29,6 +30,7 @@ class Services:
     engine: AsyncEngine
     audit: AuditTrail
     writes: Writes
+    metrics: Metrics
 
     def classification(self, entity: str, field: str) -> Classification:
         """A field's classification; `field` may name a child's field as `child.field`."""

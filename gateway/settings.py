@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    otlp_endpoint: str | None = None  # export traces over OTLP/HTTP when set
 
     @field_validator("jwt_secret")
     @classmethod

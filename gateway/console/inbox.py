@@ -76,7 +76,9 @@ async def approve(
 ) -> Response:
     """Approve as the signed-in person; the last approval needed applies the action."""
     try:
-        await services.writes.approve(action_id, viewer.principal, form_text(form, "comment"))
+        await services.writes.approve(
+            action_id, viewer.principal, form_text(form, "comment"), channel="console"
+        )
     except GatehouseError as refused:  # ActionError among them
         return await _refused(services, viewer, action_id, "approve", refused)
     return redirect(f"{ROOT}/actions/{action_id}?done=approved")
@@ -96,7 +98,7 @@ async def reject(
             status=400,
         )
     try:
-        await services.writes.reject(action_id, viewer.principal, reason)
+        await services.writes.reject(action_id, viewer.principal, reason, channel="console")
     except GatehouseError as refused:  # ActionError among them
         return await _refused(services, viewer, action_id, "reject", refused)
     return redirect(f"{ROOT}/actions/{action_id}?done=rejected")

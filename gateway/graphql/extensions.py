@@ -8,6 +8,7 @@ MaskedPaths      lists, in `extensions.masked`, the paths masked by classificati
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -29,6 +30,7 @@ from strawberry.extensions import AddValidationRules, SchemaExtension
 from gateway.audit import AuditEvent
 from gateway.config import LimitsConfig
 from gateway.errors import GatehouseError
+from gateway.telemetry import current_trace_id, tracer
 
 log = logging.getLogger("gatehouse.graphql")
 
@@ -179,3 +181,27 @@ class AgentReadAudit(SchemaExtension):
             )
         )
         reads.clear()
+
+
+class Observability(SchemaExtension):
+    """A span per operation, its latency and outcome in the metrics, its trace id in the
+    response's `extensions.traceId` (the same id the audit trail records)."""
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        with tracer().start_as_current_span("graphql") as span:
+            self.trace_id = current_trace_id()
+            yield
+            # The document's own operation name is known only once it has been parsed.
+            name = self.execution_context.operation_name or "anonymous"
+            span.update_name(f"graphql {name}")
+            span.set_attribute("graphql.operation.name", name)
+        result = self.execution_context.result
+        outcome = "ok" if result is not None and not result.errors else "error"
+        metrics = self.execution_context.context.services.metrics
+        metrics.requests.labels(f"graphql:{name}", outcome).inc()
+        metrics.latency.labels(f"graphql:{name}").observe(time.perf_counter() - started)
+
+    def get_results(self) -> dict[str, Any]:
+        trace_id = getattr(self, "trace_id", None)
+        return {"traceId": trace_id} if trace_id else {}

@@ -8,7 +8,13 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from gateway.config import LimitsConfig
-from gateway.graphql.extensions import AgentReadAudit, ErrorCodes, MaskedPaths, query_limits
+from gateway.graphql.extensions import (
+    AgentReadAudit,
+    ErrorCodes,
+    MaskedPaths,
+    Observability,
+    query_limits,
+)
 from gateway.graphql.mutations import ActionQueries, Mutation
 from gateway.graphql.queries import Query as ReadQueries
 
@@ -24,6 +30,7 @@ def build_schema(limits: LimitsConfig) -> strawberry.Schema:
         # Parsing and validating the same document again is wasted work; agents and apps
         # send the same few documents over and over.
         extensions=[
+            Observability,
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
             query_limits(limits),

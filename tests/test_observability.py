@@ -1,0 +1,252 @@
+"""Operators' view: /metrics, /healthz, /readyz, traces, and logs free of secrets and PII."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Iterator
+
+import httpx
+import jwt
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from gateway.app import create_app
+from gateway.demo import DemoEstate
+from gateway.logs import JsonFormatter
+from gateway.settings import Settings
+from gateway.telemetry import add_processor
+from sources.demo import CrmProcess, build_estate, seed_crm
+from tests.factories import LiveServer, live_server, with_source
+
+JWT_SECRET = "observability-test-secret-of-32-characters!"
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    add_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+@pytest.fixture(scope="module")
+def own_crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrmProcess]:
+    path = tmp_path_factory.mktemp("obs-crm") / "crm.db"
+    seed_crm(path, build_estate())
+    with CrmProcess.start(path) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def server(
+    estate: DemoEstate, own_crm: CrmProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    directory = tmp_path_factory.mktemp("obs")
+    shutil.copy(estate.erp_url.split("///", 1)[1], directory / "erp.db")
+    config = with_source(estate.config(), "erp", url=f"sqlite+aiosqlite:///{directory / 'erp.db'}")
+    config = with_source(config, "crm", url=own_crm.url, timeout=1.0)
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{directory / 'gatehouse.db'}", jwt_secret=JWT_SECRET
+    )
+    with live_server(create_app(settings, config)) as running:
+        yield running
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """Everything the gateway logs during the test, as the JSON lines it writes."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("gatehouse")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield buffer
+    logger.removeHandler(handler)
+    logger.setLevel(previous)
+
+
+def graphql(server: LiveServer, key: str, query: str) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/graphql",
+        json={"query": query},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition; 0 when absent."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        sample, _, label_text = series.partition("{")
+        found = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+        if sample == name and found == wanted:
+            return float(value)
+    return 0.0
+
+
+def test_metrics_counters_move_as_requests_are_made(server: LiveServer, estate: DemoEstate) -> None:
+    before = httpx.get(f"{server.url}/metrics", timeout=10).text
+    query = 'query Lookup { customer(id: "C-00007") { name } }'
+    for _ in range(3):
+        assert graphql(server, estate.keys["olivia"], query).status_code == 200
+    after = httpx.get(f"{server.url}/metrics", timeout=10).text
+    requests = "gatehouse_requests_total"
+    assert (
+        metric(after, requests, operation="graphql:Lookup", outcome="ok")
+        - metric(before, requests, operation="graphql:Lookup", outcome="ok")
+        == 3
+    )
+    hits = "gatehouse_cache_lookups_total"
+    assert (
+        metric(after, hits, entity="Customer", result="hit")
+        - metric(before, hits, entity="Customer", result="hit")
+        == 2
+    )
+    assert metric(
+        after, "gatehouse_source_calls_total", source="crm", operation="read_many"
+    ) > metric(before, "gatehouse_source_calls_total", source="crm", operation="read_many")
+    assert "gatehouse_request_seconds_bucket" in after
+    assert "gatehouse_pending_approvals" in after
+
+
+def test_write_outcomes_are_counted_by_status(server: LiveServer, estate: DemoEstate) -> None:
+    mutation = (
+        'mutation { adjustInventory(input: {sku: "SKU-0009", location: "WH-AMS", '
+        'delta: 2, reason: "recount"}) { status } }'
+    )
+    before = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert (
+        graphql(server, estate.keys["olivia"], mutation).json()["data"]["adjustInventory"]["status"]
+        == "APPLIED"
+    )
+    after = httpx.get(f"{server.url}/metrics", timeout=10).text
+    name = "gatehouse_writes_total"
+    assert (
+        metric(after, name, kind="inventory.adjust", status="APPLIED")
+        - metric(before, name, kind="inventory.adjust", status="APPLIED")
+        == 1
+    )
+
+
+def test_health_and_readiness_name_a_stopped_source(
+    server: LiveServer, own_crm: CrmProcess
+) -> None:
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    ready = httpx.get(f"{server.url}/readyz", timeout=10)
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    own_crm.stop()
+    try:
+        down = httpx.get(f"{server.url}/readyz", timeout=10)
+        assert down.status_code == 503
+        body = down.json()
+        assert body["failing"] == ["crm"]
+        assert body["sources"]["crm"]["ok"] is False
+        assert body["sources"]["erp"]["ok"] is True
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    finally:
+        own_crm.restart()
+    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+
+
+def test_trace_id_is_in_the_response_and_the_audit_event(
+    server: LiveServer, estate: DemoEstate, spans: InMemorySpanExporter
+) -> None:
+    response = graphql(
+        server,
+        estate.keys["olivia"],
+        'mutation { adjustInventory(input: {sku: "SKU-0010", location: "WH-AMS", '
+        'delta: 1, reason: "recount"}) { status action { id traceId } } }',
+    )
+    body = response.json()
+    trace_id = body["extensions"]["traceId"]
+    assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
+    assert body["data"]["adjustInventory"]["action"]["traceId"] == trace_id
+    names = {s.name for s in spans.get_finished_spans() if f"{s.context.trace_id:032x}" == trace_id}
+    assert {
+        "graphql anonymous",
+        "write policy",
+        "write validation",
+        "write execution",
+        "write audit",
+    } <= names
+    assert any(name.startswith("source ") for name in names)
+
+
+def test_no_secret_or_pii_reaches_logs_or_spans(
+    server: LiveServer,
+    estate: DemoEstate,
+    spans: InMemorySpanExporter,
+    log_lines: io.StringIO,
+) -> None:
+    customer = httpx.get(f"{estate.crm.url}/api/customers/C-00011", timeout=10).json()
+    new_email = "very.private.person@example-secret.org"
+    new_phone = "+49 30 5550199"
+    token = jwt.encode(
+        {"sub": "olivia", "exp": int(time.time()) + 60}, JWT_SECRET, algorithm="HS256"
+    )
+    secrets = [
+        estate.keys["olivia"],
+        estate.keys["support-bot"],
+        token,
+        JWT_SECRET,
+        customer["email"],
+        customer["phone"],
+        new_email,
+        new_phone,
+    ]
+    graphql(
+        server,
+        estate.keys["olivia"],
+        '{ customer(id: "C-00011") { email phone contacts { email } } }',
+    )
+    graphql(server, token, '{ customer(id: "C-00011") { email } }')
+    graphql(
+        server,
+        estate.keys["support-bot"],
+        f'mutation {{ updateCustomerContact(input: {{customerId: "C-00011", '
+        f'email: "{new_email}", phone: "{new_phone}"}}) {{ status }} }}',
+    )
+    graphql(
+        server,
+        estate.keys["support-bot"],
+        'mutation { updateCustomerContact(input: {customerId: "C-00011", '
+        'email: "not-an-email"}) { status } }',
+    )
+    httpx.post(
+        f"{server.url}/graphql",
+        json={"query": "{ me { id } }"},
+        headers={"Authorization": "Bearer gh_wrong_key_that_must_not_be_logged"},
+        timeout=10,
+    )
+    secrets.append("gh_wrong_key_that_must_not_be_logged")
+    logged = log_lines.getvalue()
+    assert logged, "the gateway logs one event per request and per write"
+    exported = "\n".join(str(s.to_json()) for s in spans.get_finished_spans())
+    for secret in secrets:
+        assert secret not in logged, secret
+        assert secret not in exported, secret
+    for line in logged.splitlines():
+        assert re.fullmatch(r"[0-9a-f]{32}", json.loads(line)["trace_id"])
+
+
+def test_logs_are_one_json_event_per_request(
+    server: LiveServer, estate: DemoEstate, log_lines: io.StringIO
+) -> None:
+    graphql(server, estate.keys["olivia"], "{ me { id } }")
+    events = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    requests = [e for e in events if e["event"] == "request"]
+    assert requests
+    assert {"method", "path", "status", "duration_ms", "trace_id"} <= set(requests[-1])
+    assert requests[-1]["path"] == "/graphql"
