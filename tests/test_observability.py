@@ -231,6 +231,7 @@ def test_no_secret_or_pii_reaches_logs_or_spans(
         timeout=10,
     )
     secrets.append("gh_wrong_key_that_must_not_be_logged")
+    time.sleep(0.3)  # the last access log line is written just after its response
     logged = log_lines.getvalue()
     assert logged, "the gateway logs one event per request and per write"
     exported = "\n".join(str(s.to_json()) for s in spans.get_finished_spans())
@@ -245,8 +246,14 @@ def test_logs_are_one_json_event_per_request(
     server: LiveServer, estate: DemoEstate, log_lines: io.StringIO
 ) -> None:
     graphql(server, estate.keys["olivia"], "{ me { id } }")
-    events = [json.loads(line) for line in log_lines.getvalue().splitlines()]
-    requests = [e for e in events if e["event"] == "request"]
+    # The access log is written once the response has gone out, a moment after the client
+    # has it.
+    deadline = time.monotonic() + 5
+    requests: list[dict[str, object]] = []
+    while not requests and time.monotonic() < deadline:
+        events = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+        requests = [e for e in events if e["event"] == "request"]
+        time.sleep(0.02)
     assert requests
     assert {"method", "path", "status", "duration_ms", "trace_id"} <= set(requests[-1])
     assert requests[-1]["path"] == "/graphql"
