@@ -64,6 +64,10 @@ EXPORT_COLUMNS = (
 )
 _BATCH = 5000  # events read per query by verify and export
 _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+# The append's statements, built once: the values travel as execute parameters.
+_LOCK_HEAD = _HEAD.with_for_update()
+_INSERT_EVENT = audit_events.insert()
+_MOVE_HEAD = audit_head.update().where(audit_head.c.id == 1)
 
 
 def canonical_json(value: Any) -> str:
@@ -211,14 +215,12 @@ class AuditTrail:
             return await self._append(own, event)
 
     async def _append(self, connection: AsyncConnection, event: AuditEvent) -> StoredEvent:
-        head = (await connection.execute(_HEAD.with_for_update())).one()
+        head = (await connection.execute(_LOCK_HEAD)).one()
         stored = StoredEvent.seal(
             event, seq=head.seq + 1, prev_hash=head.hash, id=str(uuid.uuid4()), at=self._clock()
         )
-        await connection.execute(audit_events.insert().values(**stored.as_row()))
-        await connection.execute(
-            audit_head.update().where(audit_head.c.id == 1).values(seq=stored.seq, hash=stored.hash)
-        )
+        await connection.execute(_INSERT_EVENT, stored.as_row())
+        await connection.execute(_MOVE_HEAD, {"seq": stored.seq, "hash": stored.hash})
         return stored
 
     async def verify(self) -> Verification:

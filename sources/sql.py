@@ -14,7 +14,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, Row, Select, and_, cast, exists, func, literal, or_, select
+from sqlalchemy import (
+    Integer,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import ColumnElement, TableClause, column, table
@@ -77,6 +89,7 @@ class SqlConnector:
         self.engine = engine or create_async_engine(
             url, pool_recycle=30 * 60, connect_args=_connect_args(url, timeout)
         )
+        self._read_engine = _single_statement_engine(self.engine)
 
     def entities(self) -> Sequence[str]:
         """The entities this connector is mapped to."""
@@ -89,9 +102,11 @@ class SqlConnector:
     async def read_many(self, entity: str, keys: Sequence[str]) -> dict[str, Record]:
         """The records that exist among `keys`, in one statement."""
         mapping = self._entities[entity]
-        parents = _parent_select(mapping).where(_column(mapping, mapping.key).in_(list(keys)))
         records = await self._fetch(
-            "read_many", _with_children(mapping, parents), lambda rows: self._records(mapping, rows)
+            "read_many",
+            _read_many(mapping),
+            lambda rows: self._records(mapping, rows),
+            {"keys": list(keys)},
         )
         return {record.key: record for record in records}
 
@@ -145,15 +160,17 @@ class SqlConnector:
         operation: str,
         statement: Select[Any],
         parse: Callable[[list[Row[Any]]], list[Record]] = lambda rows: [],
+        params: Mapping[str, Any] | None = None,
     ) -> list[Record]:
         # Rows are converted inside the counted call, so malformed data counts as an error.
+        # One statement: it reads one snapshot without an explicit transaction around it.
         async with (
             self.stats.call(operation, self.name),
             self._translated_errors(),
             asyncio.timeout(self.timeout),
-            self.engine.connect() as connection,
+            self._read_engine.connect() as connection,
         ):
-            result = await connection.execute(statement)
+            result = await connection.execute(statement, params)
             return parse(list(result.all()))
 
     @asynccontextmanager
@@ -205,6 +222,18 @@ class SqlConnector:
         return converted
 
 
+def _single_statement_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for single-statement reads: autocommit where the driver makes that free.
+
+    On PostgreSQL a lone statement is its own transaction, so autocommit saves the BEGIN
+    and ROLLBACK round trips and reads the same snapshot. SQLite's driver already reads
+    without BEGIN, and switching its connections' mode costs a hop to its thread.
+    """
+    if engine.dialect.name != "postgresql":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _connect_args(url: str, timeout: float) -> dict[str, Any]:
     if url.startswith("postgresql+asyncpg"):
         return {"timeout": timeout, "command_timeout": timeout}
@@ -221,6 +250,13 @@ def _table(
     # clauses for one table in a statement would put it twice in FROM.
     names = dict.fromkeys([*(mapping.at for mapping in fields), *extra])
     return table(name, *(column(name) for name in names), schema=schema)
+
+
+@functools.cache
+def _read_many(mapping: SqlEntity) -> Select[Any]:
+    """The records among the `keys` parameter, with their children: built once per entity."""
+    keys = _column(mapping, mapping.key).in_(bindparam("keys", expanding=True))
+    return _with_children(mapping, _parent_select(mapping).where(keys))
 
 
 def _parent_table(mapping: SqlEntity) -> TableClause:

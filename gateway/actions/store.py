@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.database import actions, approvals
@@ -94,10 +94,27 @@ class Action:
 
 
 _JSON_COLUMNS = ("input", "validation", "diff", "result")
+_COLUMNS = tuple(c.name for c in actions.columns)
+
+# Each statement is built once; the values travel as execute parameters, so a call pays
+# neither for building the statement nor for working out its cache key.
+_INSERT = actions.insert()
+_GET = select(actions).where(actions.c.id == bindparam("action_id"))
+_GET_LOCKED = _GET.with_for_update()
+_APPROVALS = (
+    select(approvals)
+    .where(approvals.c.action_id == bindparam("action_id"))
+    .order_by(approvals.c.at)
+)
+# The SET clause comes from the parameters named after columns; the WHERE names its own.
+_SAVE = update(actions).where(
+    and_(actions.c.id == bindparam("before_id"), actions.c.revision == bindparam("before_revision"))
+)
+_ADD_APPROVAL = approvals.insert()
 
 
 def _row(action: Action) -> dict[str, Any]:
-    values = {c.name: getattr(action, c.name) for c in actions.columns}
+    values = {name: getattr(action, name) for name in _COLUMNS}
     for name in _JSON_COLUMNS:
         values[name] = None if values[name] is None else json.dumps(values[name], default=str)
     values["status"] = action.status.value
@@ -118,18 +135,16 @@ def _action(row: Any, approval_rows: list[Any]) -> Action:
 
 async def insert(connection: AsyncConnection, action: Action) -> None:
     """Store a new action."""
-    await connection.execute(actions.insert().values(**_row(action)))
+    await connection.execute(_INSERT, _row(action))
 
 
 async def get(connection: AsyncConnection, action_id: str, *, lock: bool = False) -> Action | None:
     """One action with its approvals; `lock` holds its row until the transaction ends."""
-    query = select(actions).where(actions.c.id == action_id)
-    row = (await connection.execute(query.with_for_update() if lock else query)).first()
+    params = {"action_id": action_id}
+    row = (await connection.execute(_GET_LOCKED if lock else _GET, params)).first()
     if row is None:
         return None
-    verdicts = await connection.execute(
-        select(approvals).where(approvals.c.action_id == action_id).order_by(approvals.c.at)
-    )
+    verdicts = await connection.execute(_APPROVALS, params)
     return _action(row, list(verdicts))
 
 
@@ -137,17 +152,14 @@ async def save(connection: AsyncConnection, before: Action, after: Action) -> bo
     """Move `before` to `after` if nobody changed it in between; False when someone did."""
     values = _row(replace(after, revision=before.revision + 1))
     del values["id"]
-    changed = await connection.execute(
-        update(actions)
-        .where(and_(actions.c.id == before.id, actions.c.revision == before.revision))
-        .values(**values)
-    )
+    values["before_id"], values["before_revision"] = before.id, before.revision
+    changed = await connection.execute(_SAVE, values)
     return changed.rowcount == 1
 
 
 async def add_approval(connection: AsyncConnection, action_id: str, approval: Approval) -> None:
     """Record one approver's verdict (once per approver: the key refuses a second)."""
-    await connection.execute(approvals.insert().values(action_id=action_id, **vars(approval)))
+    await connection.execute(_ADD_APPROVAL, {"action_id": action_id, **vars(approval)})
 
 
 async def page(
