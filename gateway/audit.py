@@ -36,7 +36,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal, TextIO
 
-from sqlalchemy import ColumnElement, Row, select
+from sqlalchemy import ColumnElement, Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.database import GENESIS_HASH, audit_events, audit_head
@@ -68,6 +68,23 @@ _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
 _LOCK_HEAD = _HEAD.with_for_update()
 _INSERT_EVENT = audit_events.insert()
 _MOVE_HEAD = audit_head.update().where(audit_head.c.id == 1)
+# PostgreSQL inserts the event and moves the head in one statement (one round trip); the
+# parameters are prefixed so that neither table's columns pick up the other's values.
+_INSERT_AND_MOVE_HEAD = (
+    audit_events.insert()
+    .values(
+        {
+            name: bindparam(f"event_{name}", type_=audit_events.c[name].type)
+            for name in EXPORT_COLUMNS
+        }
+    )
+    .add_cte(
+        audit_head.update()
+        .where(audit_head.c.id == 1)
+        .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
+        .cte("moved_head")
+    )
+)
 
 
 def canonical_json(value: Any) -> str:
@@ -219,8 +236,14 @@ class AuditTrail:
         stored = StoredEvent.seal(
             event, seq=head.seq + 1, prev_hash=head.hash, id=str(uuid.uuid4()), at=self._clock()
         )
-        await connection.execute(_INSERT_EVENT, stored.as_row())
-        await connection.execute(_MOVE_HEAD, {"seq": stored.seq, "hash": stored.hash})
+        row = stored.as_row()
+        if connection.dialect.name == "postgresql":
+            params = {f"event_{name}": value for name, value in row.items()}
+            params["head_seq"], params["head_hash"] = stored.seq, stored.hash
+            await connection.execute(_INSERT_AND_MOVE_HEAD, params)
+        else:
+            await connection.execute(_INSERT_EVENT, row)
+            await connection.execute(_MOVE_HEAD, {"seq": stored.seq, "hash": stored.hash})
         return stored
 
     async def verify(self) -> Verification:
