@@ -630,6 +630,16 @@ class Writes:
         found = [*errors, *(WriteError("INVALID", p.message, p.field) for p in validation)]
         if status is Status.DENIED:
             found.append(WriteError("DENIED", f"{finished.rule}: {finished.reason}"))
+        if status is Status.PENDING_APPROVAL and len(approvers) < finished.approvals_required:
+            # Said now, not discovered when the action quietly expires.
+            found.append(
+                WriteError(
+                    "NOT_ENOUGH_APPROVERS",
+                    f"{finished.approvals_required} approvals are needed but only "
+                    f"{len(approvers)} configured principal(s) may give one; it will expire "
+                    "unless an administrator adds approvers",
+                )
+            )
         return WriteResult(status, finished, tuple(found), freshness, approvers)
 
     async def _save(

@@ -312,6 +312,7 @@ async def test_issue_credit_note_over_5000_by_olivia_stays_pending_after_finn(
     assert pending.action.rule == "LARGE_CREDIT"
     assert pending.action.approvals_required == 2
     assert pending.approvers == ("finn",)
+    assert [e.code for e in pending.errors] == ["NOT_ENOUGH_APPROVERS"]
 
     once = await governed.writes.approve(
         pending.action.id, as_principal(governed, "finn"), "checked the claim"
