@@ -2,7 +2,8 @@
 
     GET  /console/sources         per system: kind, health from its own call counters (last
                                   success, last error and when), calls and errors; per
-                                  entity: its system, owner, freshness SLA and cache time
+                                  entity: its system, owner, freshness SLA, cache time, and
+                                  how many of its cached records are fresh, aging, stale now
     POST /console/sources/check   ping every system now (CSRF-checked), then back to the page
 
 Health is what the gateway saw on its last calls; "Check now" makes a fresh call so the
@@ -67,6 +68,12 @@ async def sources(services: ServicesDep, viewer: ReaderDep, checked: str | None 
         systems=systems,
         health={s.name: s.healthy for s in systems},
         entities=entities,
+        freshness={
+            name: {
+                status.value: count for status, count in services.reads.cache_status(name).items()
+            }
+            for name in entities
+        },
         checked=checked is not None,
         csrf_field=CSRF_FIELD,
     )

@@ -41,3 +41,13 @@ def test_navigation_shows_only_pages_granted(console: Console) -> None:
     assert 'href="/console/approvals"' not in page
     assert 'href="/console/audit"' not in page
     assert "Sam Okafor, Support lead" in page
+
+
+def test_sources_counts_cached_records_by_freshness(console: Console) -> None:
+    console.graphql("olivia", '{ balance(customerId: "C-00042") { customerId } }')
+    with console.signed_in("sam") as sam:
+        page = sam.get("/console/sources").text
+    row = page.split('<th scope="row">Balance<br>', 1)[1].split("</tr>", 1)[0]
+    fresh = int(row.split(" fresh</span>", 1)[0].rsplit(">", 1)[1])
+    assert fresh >= 1
+    assert "0 stale</span>" in row
