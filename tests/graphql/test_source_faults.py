@@ -1,0 +1,85 @@
+"""Source faults as GraphQL callers see them: stale-if-error, a named source, a named field."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.app import start
+from gateway.config import GatewayConfig
+from gateway.services import Services
+from sources.demo import CrmProcess, build_estate, seed_crm
+from tests.factories import run_query, services_for, with_source
+from tests.sources.fake_http import Reply, fake_http
+from tests.sources.test_http import CUSTOMER_JSON
+
+
+@pytest.fixture
+async def crm_services(
+    config: GatewayConfig, database_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[Services, CrmProcess]]:
+    seed_crm(tmp_path / "crm.db", build_estate())
+    crm = CrmProcess.start(tmp_path / "crm.db")
+    built = services_for(with_source(config, "crm", url=crm.url, timeout=1.0), database_url)
+    await start(built)
+    yield built, crm
+    crm.stop()
+    await built.close()
+
+
+async def test_crm_stopped_serves_cached_customer_stale_and_the_rest_answers(
+    crm_services: tuple[Services, CrmProcess],
+) -> None:
+    services, crm = crm_services
+    await run_query(services, '{ customer(id: "C-00001") { name } }')
+    crm.stop()
+    result = await run_query(
+        services,
+        '{ cached: customer(id: "C-00001", maxAge: 0) { name freshness { status cached error } } '
+        'uncached: customer(id: "C-00002") { name } '
+        'inventoryItem(sku: "SKU-0001") { sku freshness { status } } }',
+    )
+    assert result.data is not None
+    cached = result.data["cached"]
+    assert cached["name"]
+    assert cached["freshness"]["status"] == "STALE"
+    assert cached["freshness"]["cached"] is True
+    assert "crm" in cached["freshness"]["error"]
+    assert result.data["uncached"] is None
+    assert result.data["inventoryItem"]["freshness"]["status"] == "FRESH"
+    assert result.errors is not None
+    (error,) = result.errors
+    assert error.path == ["uncached"]
+    assert error.extensions == {"code": "SOURCE_UNAVAILABLE", "source": "crm"}
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "field"),
+    [
+        (Reply(body=b"<html>maintenance</html>"), "SOURCE_DATA_ERROR", None),
+        (
+            Reply(body={"data": [CUSTOMER_JSON | {"updated_at": 42}]}),
+            "SOURCE_DATA_ERROR",
+            "Customer.updated_at",
+        ),
+        (Reply(status=503, body=b""), "SOURCE_UNAVAILABLE", None),
+    ],
+)
+async def test_malformed_source_data_is_an_error_naming_source_and_field(
+    config: GatewayConfig, database_url: str, reply: Reply, code: str, field: str | None
+) -> None:
+    with fake_http(reply) as url:
+        services = services_for(with_source(config, "crm", url=url), database_url)
+        await start(services)
+        try:
+            result = await run_query(services, '{ customer(id: "C-00001") { name } }')
+        finally:
+            await services.close()
+    assert result.data == {"customer": None}
+    assert result.errors is not None
+    (error,) = result.errors
+    expected = {"code": code, "source": "crm", **({"field": field} if field else {})}
+    assert error.extensions == expected
+    assert "Traceback" not in error.message
