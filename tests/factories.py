@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import Select, Table
 from sqlalchemy.ext.asyncio import create_async_engine
 from strawberry.types import ExecutionResult
 
@@ -26,6 +27,8 @@ from gateway.pipeline import WriteRequest, WriteResult
 from gateway.principals import Principal
 from gateway.services import Services
 from gateway.settings import Settings
+from sources.demo.erp import erp_metadata
+from sources.sql import SqlConnector
 
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -174,3 +177,21 @@ async def stock(services: Services, sku: str, location: str) -> dict[str, int]:
     assert record is not None, sku
     (level,) = [lv for lv in record.data["levels"] if lv["location"] == location]
     return {"on_hand": level["on_hand"], "reserved": level["reserved"]}
+
+
+def erp_connector(services: Services) -> SqlConnector:
+    """The ERP's connector, for tests that read its tables directly."""
+    connector = services.connectors["erp"]
+    assert isinstance(connector, SqlConnector)
+    return connector
+
+
+def erp_tables(services: Services) -> dict[str, Table]:
+    """The ERP's tables, in the connector's schema."""
+    return {t.name: t for t in erp_metadata(erp_connector(services).schema).tables.values()}
+
+
+async def erp_rows(services: Services, statement: Select[Any]) -> list[Any]:
+    """The rows a statement selects from the ERP, read directly."""
+    async with erp_connector(services).engine.connect() as connection:
+        return list((await connection.execute(statement)).all())

@@ -8,59 +8,43 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Select, Table, func, insert, select
+from sqlalchemy import func, insert, select
 
 from gateway.actions.store import Status
 from gateway.pipeline import ActionError, WriteResult
 from gateway.services import Services
-from sources.demo.erp import erp_metadata
-from sources.sql import SqlConnector
-from tests.factories import as_principal, submit
+from tests.factories import as_principal, erp_connector, erp_rows, erp_tables, submit
 
 # ---- the ERP, read directly ------------------------------------------------------------
 
 
-def erp(services: Services) -> SqlConnector:
-    connector = services.connectors["erp"]
-    assert isinstance(connector, SqlConnector)
-    return connector
-
-
-def tables(services: Services) -> dict[str, Table]:
-    return {t.name: t for t in erp_metadata(erp(services).schema).tables.values()}
-
-
-async def rows(services: Services, statement: Select[Any]) -> list[Any]:
-    async with erp(services).engine.connect() as connection:
-        return list((await connection.execute(statement)).all())
-
-
 async def ledger(services: Services) -> dict[str, list[tuple[Any, ...]]]:
     """Every payment and credit note, for 'nothing changed' checks."""
-    found = tables(services)
+    found = erp_tables(services)
     return {
         name: [
-            tuple(r) for r in await rows(services, select(found[name]).order_by(found[name].c.id))
+            tuple(r)
+            for r in await erp_rows(services, select(found[name]).order_by(found[name].c.id))
         ]
         for name in ("payments", "credit_notes", "invoices")
     }
 
 
 async def outstanding(services: Services, customer: str) -> Decimal:
-    balance = await erp(services).read("Balance", customer)
+    balance = await erp_connector(services).read("Balance", customer)
     assert balance is not None
     value: Decimal = balance.data["outstanding"]
     return value
 
 
 async def credit_notes_on(services: Services, order_id: str) -> list[tuple[str, str, int]]:
-    notes = tables(services)["credit_notes"]
+    notes = erp_tables(services)["credit_notes"]
     query = (
         select(notes.c.customer_id, notes.c.currency, notes.c.amount_cents)
         .where(notes.c.order_id == order_id)
         .order_by(notes.c.issued_at)
     )
-    return [(r.customer_id, r.currency, r.amount_cents) for r in await rows(services, query)]
+    return [(r.customer_id, r.currency, r.amount_cents) for r in await erp_rows(services, query)]
 
 
 async def outcomes(services: Services, action_id: str) -> list[tuple[str, str]]:
@@ -74,9 +58,9 @@ def field_names(result: WriteResult) -> list[str | None]:
 
 async def indebted_eur_customer(services: Services) -> str:
     """The EUR customer owing the most (a view, so read through the connector's engine)."""
-    accounts = tables(services)["accounts"]
-    ids = [r.customer_id for r in await rows(services, select(accounts.c.customer_id))]
-    balances = await erp(services).read_many("Balance", ids)
+    accounts = erp_tables(services)["accounts"]
+    ids = [r.customer_id for r in await erp_rows(services, select(accounts.c.customer_id))]
+    balances = await erp_connector(services).read_many("Balance", ids)
     eur = [b for b in balances.values() if b.data["currency"] == "EUR"]
     return max(eur, key=lambda b: (b.data["outstanding"], b.key)).key
 
@@ -89,7 +73,7 @@ async def order_to_credit(
     at_most: Decimal = Decimal(10**9),
 ) -> tuple[str, str, Decimal]:
     """An EUR order in `status` with no credit note yet: id, customer, total."""
-    orders, notes = tables(services)["orders"], tables(services)["credit_notes"]
+    orders, notes = erp_tables(services)["orders"], erp_tables(services)["credit_notes"]
     query = (
         select(orders.c.id, orders.c.customer_id, orders.c.total_cents)
         .where(
@@ -102,7 +86,7 @@ async def order_to_credit(
         .order_by(orders.c.id)
         .limit(1)
     )
-    (found,) = await rows(services, query)
+    (found,) = await erp_rows(services, query)
     return str(found.id), str(found.customer_id), Decimal(int(found.total_cents)).scaleb(-2)
 
 
@@ -116,14 +100,14 @@ def payment(customer: str, amount: str, reference: str, currency: str = "EUR") -
 async def test_record_payment_of_cents_lowers_outstanding_exactly(governed: Services) -> None:
     customer = await indebted_eur_customer(governed)
     before = await outstanding(governed, customer)
-    payments = tables(governed)["payments"]
+    payments = erp_tables(governed)["payments"]
 
     first = await submit(governed, "payment.record", payment(customer, "0.10", "BANK-T-1"))
     second = await submit(governed, "payment.record", payment(customer, "0.20", "BANK-T-2"))
 
     assert first.status is second.status is Status.APPLIED, (first.errors, second.errors)
     assert await outstanding(governed, customer) == before - Decimal("0.30")
-    stored = await rows(
+    stored = await erp_rows(
         governed,
         select(payments.c.reference, payments.c.customer_id, payments.c.currency)
         .add_columns(payments.c.amount_cents)
@@ -163,8 +147,8 @@ async def test_record_payment_bad_input_is_invalid_naming_the_field_and_changes_
 ) -> None:
     customer = await indebted_eur_customer(governed)
     owed = await outstanding(governed, customer)
-    payments = tables(governed)["payments"]
-    (used, *_) = await rows(governed, select(payments.c.reference).order_by(payments.c.id))
+    payments = erp_tables(governed)["payments"]
+    (used, *_) = await erp_rows(governed, select(payments.c.reference).order_by(payments.c.id))
     data = {
         "wrong-currency": payment(customer, "1.00", "BANK-X", currency="GBP"),
         "lower-case-currency": payment(customer, "1.00", "BANK-X", currency="eur"),
@@ -428,9 +412,11 @@ async def test_issue_credit_note_on_cancelled_order_up_to_what_was_paid_is_appli
     governed: Services,
 ) -> None:
     order_id, customer, total = await order_to_credit(governed, status="cancelled")
-    found = tables(governed)
+    found = erp_tables(governed)
     now = datetime.now(UTC)
-    async with erp(governed).engine.begin() as connection:  # invoiced and part-paid, then cancelled
+    async with erp_connector(
+        governed
+    ).engine.begin() as connection:  # invoiced and part-paid, then cancelled
         await connection.execute(
             insert(found["invoices"]).values(
                 id="INV-T-1",
@@ -464,7 +450,7 @@ async def test_issue_credit_note_on_cancelled_order_up_to_what_was_paid_is_appli
     again = await submit(governed, "credit_note.issue", credit(customer, order_id, "0.01"))
     assert again.status is Status.INVALID
     notes = found["credit_notes"]
-    (count,) = await rows(
+    (count,) = await erp_rows(
         governed, select(func.count()).select_from(notes).where(notes.c.order_id == order_id)
     )
     assert count[0] == 1

@@ -9,42 +9,27 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Select, Table, column, select, table
+from sqlalchemy import column, select, table
 
 from gateway.actions.store import Status
 from gateway.pipeline import ActionError, WriteResult
 from gateway.services import Services
-from sources.demo.erp import erp_metadata
-from sources.sql import SqlConnector
-from tests.factories import as_principal, submit
+from tests.factories import as_principal, erp_connector, erp_rows, erp_tables, submit
 
 # ---- the ERP, read directly ------------------------------------------------------------
 
 MUTABLE = ("orders", "order_lines", "reservations", "stock_levels", "payments", "credit_notes")
 
 
-def erp(services: Services) -> SqlConnector:
-    connector = services.connectors["erp"]
-    assert isinstance(connector, SqlConnector)
-    return connector
-
-
-def tables(services: Services) -> dict[str, Table]:
-    return {t.name: t for t in erp_metadata(erp(services).schema).tables.values()}
-
-
-async def rows(services: Services, statement: Select[Any]) -> list[Any]:
-    async with erp(services).engine.connect() as connection:
-        return list((await connection.execute(statement)).all())
-
-
 async def erp_state(services: Services) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the tables a write could change, for 'nothing changed' checks."""
-    found = tables(services)
+    found = erp_tables(services)
     state: dict[str, list[tuple[Any, ...]]] = {}
     for name in MUTABLE:
         t = found[name]
-        state[name] = [tuple(r) for r in await rows(services, select(t).order_by(*t.primary_key))]
+        state[name] = [
+            tuple(r) for r in await erp_rows(services, select(t).order_by(*t.primary_key))
+        ]
     return state
 
 
@@ -63,7 +48,7 @@ class Level:
 
 async def levels(services: Services) -> list[Level]:
     """Stock of every active EUR item at every location, by SKU then location."""
-    t = tables(services)
+    t = erp_tables(services)
     items, stock = t["items"], t["stock_levels"]
     query = (
         select(stock.c.sku, stock.c.location, stock.c.on_hand, stock.c.reserved)
@@ -74,20 +59,20 @@ async def levels(services: Services) -> list[Level]:
     )
     return [
         Level(r.sku, r.location, r.on_hand, r.reserved, Decimal(r.unit_price_cents).scaleb(-2))
-        for r in await rows(services, query)
+        for r in await erp_rows(services, query)
     ]
 
 
 async def stock_of(services: Services, sku: str) -> dict[str, tuple[int, int]]:
-    stock = tables(services)["stock_levels"]
+    stock = erp_tables(services)["stock_levels"]
     query = select(stock.c.location, stock.c.on_hand, stock.c.reserved).where(stock.c.sku == sku)
-    return {r.location: (r.on_hand, r.reserved) for r in await rows(services, query)}
+    return {r.location: (r.on_hand, r.reserved) for r in await erp_rows(services, query)}
 
 
 async def reservations_of(services: Services, order_id: str) -> set[tuple[str, str, int]]:
-    held = tables(services)["reservations"]
+    held = erp_tables(services)["reservations"]
     query = select(held.c.sku, held.c.location, held.c.quantity).where(held.c.order_id == order_id)
-    return {(r.sku, r.location, r.quantity) for r in await rows(services, query)}
+    return {(r.sku, r.location, r.quantity) for r in await erp_rows(services, query)}
 
 
 async def eur_customers_by_credit(services: Services) -> list[tuple[str, Decimal]]:
@@ -97,7 +82,7 @@ async def eur_customers_by_credit(services: Services) -> list[tuple[str, Decimal
         column("customer_id"),
         column("currency"),
         column("available_credit_cents"),
-        schema=erp(services).schema,
+        schema=erp_connector(services).schema,
     )
     query = (
         select(balances.c.customer_id, balances.c.available_credit_cents)
@@ -106,14 +91,14 @@ async def eur_customers_by_credit(services: Services) -> list[tuple[str, Decimal
     )
     return [
         (r.customer_id, Decimal(int(r.available_credit_cents)).scaleb(-2))
-        for r in await rows(services, query)
+        for r in await erp_rows(services, query)
     ]
 
 
 async def order_in_status(services: Services, status: str) -> str:
-    orders = tables(services)["orders"]
+    orders = erp_tables(services)["orders"]
     query = select(orders.c.id).where(orders.c.status == status).order_by(orders.c.id).limit(1)
-    (found,) = await rows(services, query)
+    (found,) = await erp_rows(services, query)
     return str(found.id)
 
 
@@ -169,7 +154,7 @@ async def test_place_order_by_storefront_reserves_stock_and_is_applied(
     assert result.action.rule == "STOREFRONT_ORDERS"
     assert result.action.result is not None
     order_id = result.action.result["order_id"]
-    order = await erp(governed).read("Order", order_id)
+    order = await erp_connector(governed).read("Order", order_id)
     assert order is not None
     assert order.data["customer_id"] == customer
     assert order.data["status"] == "open"
@@ -179,8 +164,10 @@ async def test_place_order_by_storefront_reserves_stock_and_is_applied(
         (first_sku, 3, chosen.unit_price * 3),
         (second_sku, 2, best.unit_price * 2),
     ]
-    orders = tables(governed)["orders"]
-    (stored,) = await rows(governed, select(orders.c.total_cents).where(orders.c.id == order_id))
+    orders = erp_tables(governed)["orders"]
+    (stored,) = await erp_rows(
+        governed, select(orders.c.total_cents).where(orders.c.id == order_id)
+    )
     assert stored.total_cents == int(expected_total * 100)
     assert result.action.diff is not None
     assert result.action.diff["after"]["total"] == str(expected_total)
@@ -219,8 +206,8 @@ async def facts(services: Services) -> Facts:
     stocked = await levels(services)
     level = stocked[0]
     best = max(lv.available for lv in stocked if lv.sku == level.sku)
-    items = tables(services)["items"]
-    (inactive, *_) = await rows(
+    items = erp_tables(services)["items"]
+    (inactive, *_) = await erp_rows(
         services, select(items.c.sku).where(items.c.active.is_(False)).order_by(items.c.sku)
     )
     tight, credit = customers[-1]
@@ -322,7 +309,7 @@ def cancel(order_id: str) -> dict[str, str]:
 
 
 async def order_status(services: Services, order_id: str) -> str:
-    order = await erp(services).read("Order", order_id)
+    order = await erp_connector(services).read("Order", order_id)
     assert order is not None
     return str(order.data["status"])
 
