@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import strawberry
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
@@ -21,8 +23,12 @@ from gateway.graphql.queries import Query as ReadQueries
 Query = merge_types("Query", (ReadQueries, ActionQueries))
 
 
+@functools.cache
 def build_schema(limits: LimitsConfig) -> strawberry.Schema:
-    """The schema, refusing over-limit operations before anything runs."""
+    """The schema, refusing over-limit operations before anything runs.
+
+    Built once per set of limits: the app and every MCP tool call share it.
+    """
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
