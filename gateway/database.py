@@ -1,4 +1,4 @@
-"""The gateway's own database: actions, approvals, idempotency keys and the audit trail.
+"""The gateway's own database: actions (with their idempotency keys), approvals, the audit trail.
 
 SQLite by default (embedded, zero set-up), PostgreSQL in production. Several gateway
 processes may share one PostgreSQL: what must happen once is made safe by constraints and
@@ -20,11 +20,14 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    inspect,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from sources.sql import SINGLE_STATEMENT
 
 metadata = MetaData()
 
@@ -51,6 +54,10 @@ actions = Table(
     Column("result", Text),
     Column("error", Text),
     Column("idempotency_key", String(200)),
+    # While the key is held (set, until it expires) no other action of the principal's may
+    # take it; `request_digest` tells a replay of the same request from a reuse of the key.
+    Column("key_held_until", DateTime(timezone=True)),
+    Column("request_digest", String(64)),
     Column("trace_id", String(32), nullable=False),
     Column("revision", Integer, nullable=False),  # bumped by every state change (CAS)
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -59,6 +66,16 @@ actions = Table(
 )
 Index("ix_actions_status_created", actions.c.status, actions.c.created_at)
 Index("ix_actions_principal", actions.c.principal)
+# The claim on a key: inserting an action that holds a key someone else holds conflicts.
+HELD_KEY = actions.c.key_held_until.is_not(None)
+Index(
+    "ux_actions_held_key",
+    actions.c.principal,
+    actions.c.idempotency_key,
+    unique=True,
+    postgresql_where=HELD_KEY,
+    sqlite_where=HELD_KEY,
+)
 
 approvals = Table(
     "approvals",
@@ -71,18 +88,6 @@ approvals = Table(
     Column("policy_version", String(64), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("action_id", "approver"),
-)
-
-idempotency_keys = Table(
-    "idempotency_keys",
-    metadata,
-    Column("principal", String(64), nullable=False),
-    Column("key", String(200), nullable=False),
-    Column("request_digest", String(64), nullable=False),
-    Column("action_id", String(36), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    PrimaryKeyConstraint("principal", "key"),
 )
 
 audit_events = Table(
@@ -151,10 +156,12 @@ def _sqlite_pragmas(dbapi_connection: object, _: ConnectionPoolEntry) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection: Engine) -> None:
+def _sqlite_begin_immediate(connection: Connection) -> None:
     # A write transaction takes SQLite's write lock up front, so two writers queue on the
-    # busy timeout instead of one failing later with "database is locked".
-    connection.exec_driver_sql("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
+    # busy timeout instead of one failing later with "database is locked". A statement
+    # that is a transaction of its own needs no BEGIN (sources.sql.single_statement_engine).
+    if not connection.get_execution_options().get(SINGLE_STATEMENT):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 async def create_schema(engine: AsyncEngine) -> None:
@@ -168,6 +175,25 @@ async def create_schema(engine: AsyncEngine) -> None:
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK}
             )
         await connection.run_sync(metadata.create_all)
+        await connection.run_sync(_check_columns)
         head = await connection.execute(audit_head.select().where(audit_head.c.id == 1))
         if head.first() is None:
             await connection.execute(audit_head.insert().values(id=1, seq=0, hash=GENESIS_HASH))
+
+
+class SchemaOutdated(Exception):
+    """The database holds the gateway's tables as an older release laid them out."""
+
+
+def _check_columns(connection: Connection) -> None:
+    # create_all adds missing tables, never missing columns: say so before a write fails.
+    inspector = inspect(connection)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        if missing := [column.name for column in table.columns if column.name not in present]:
+            raise SchemaOutdated(
+                f"the gateway database's table {table.name} lacks column(s) "
+                f"{', '.join(missing)}: it was created by an older Gatehouse. Export its audit "
+                "trail (gatehouse audit export), then point GATEHOUSE_DATABASE_URL at a new "
+                "database, or move the old one aside"
+            )

@@ -1,22 +1,26 @@
 """Idempotency keys: the same key and input replay the first result; never two executions.
 
-A key is claimed by inserting it; the primary key (principal, key) lets exactly one
-request win, on any number of gateway processes. Keys are kept for a configurable period
-(default 7 days), because agents retry hours later.
+The key lives on the action that holds it. A request claims its key by storing its action
+as holding it, in one statement: a unique index on (principal, key) over the actions that
+hold a key lets exactly one request win, on any number of gateway processes, and the
+winner's action row is there from that moment (RECEIVED, then EXECUTING, then its outcome).
+Keys are held for a configurable period (default 7 days), because agents retry hours
+later; after that the key is released from the old action and claimed afresh.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, select
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.database import idempotency_keys
+from gateway.database import HELD_KEY, actions
 from gateway.errors import GatehouseError
 
 
@@ -35,68 +39,53 @@ class Claim:
     won: bool
 
 
-# Built once; the values travel as execute parameters. The claim is one upsert: the
-# key row is read only when the insert found it taken.
-_KEY = and_(
-    idempotency_keys.c.principal == bindparam("held_principal"),
-    idempotency_keys.c.key == bindparam("held_key"),
+# Built once; the values travel as execute parameters. The claim is one insert that does
+# nothing on a conflict: the holder is read only when the key was taken.
+_HOLDER = and_(
+    actions.c.principal == bindparam("held_principal"),
+    actions.c.idempotency_key == bindparam("held_key"),
+    HELD_KEY,
 )
 _CLAIM = {
-    "postgresql": pg_insert(idempotency_keys).on_conflict_do_nothing(),
-    "sqlite": sqlite_insert(idempotency_keys).on_conflict_do_nothing(),
+    "postgresql": pg_insert(actions).on_conflict_do_nothing(),
+    "sqlite": sqlite_insert(actions).on_conflict_do_nothing(),
 }
-_HELD = select(
-    idempotency_keys.c.request_digest, idempotency_keys.c.action_id, idempotency_keys.c.expires_at
-).where(_KEY)
-_RETRIES = 3  # claims of an expired key raced by other claims, before settling for the holder
-_DELETE_EXPIRED = delete(idempotency_keys).where(
-    and_(_KEY, idempotency_keys.c.expires_at < bindparam("now"))
+_HELD = select(actions.c.id, actions.c.request_digest, actions.c.key_held_until).where(_HOLDER)
+# The statement carries the expiry condition itself: only an expired key is released.
+_RELEASE_EXPIRED = (
+    update(actions)
+    .where(and_(_HOLDER, actions.c.key_held_until < bindparam("now")))
+    .values(key_held_until=None)
 )
+_RETRIES = 3  # claims of an expired key raced by other claims, before settling for the holder
 
 
-async def claim(
-    connection: AsyncConnection,
-    *,
-    principal: str,
-    key: str,
-    digest: str,
-    action_id: str,
-    now: datetime,
-    keep_for: timedelta,
-) -> Claim:
-    """Take the key for `action_id`, or say which action already holds it.
+async def claim(connection: AsyncConnection, row: dict[str, Any], *, now: datetime) -> Claim:
+    """Store the action `row` holding its key, or say which action holds the key already.
 
-    An expired key is deleted and claimed afresh.
+    `row` holds `idempotency_key`, `key_held_until` and `request_digest`. Each statement
+    may commit on its own: the claim needs no transaction around it.
     """
     insert = _CLAIM["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
-    row = {
-        "principal": principal,
-        "key": key,
-        "request_digest": digest,
-        "action_id": action_id,
-        "created_at": now,
-        "expires_at": now + keep_for,
-    }
-    which = {"held_principal": principal, "held_key": key}
+    which = {"held_principal": row["principal"], "held_key": row["idempotency_key"]}
     for attempt in itertools.count():
         if (await connection.execute(insert, row)).rowcount == 1:
-            return Claim(action_id, won=True)
+            return Claim(row["id"], won=True)
         held = (await connection.execute(_HELD, which)).one_or_none()
-        if held is None:  # deleted as expired by another claim since: try again
+        if held is None:  # released as expired by another claim since: try again
             continue
-        if _expired(held.expires_at, now) and attempt < _RETRIES:
-            # The statement carries the same condition: only an expired key goes.
-            await connection.execute(_DELETE_EXPIRED, {**which, "now": now})
+        if _expired(held.key_held_until, now) and attempt < _RETRIES:
+            await connection.execute(_RELEASE_EXPIRED, {**which, "now": now})
             continue
-        if held.request_digest != digest:
+        if held.request_digest != row["request_digest"]:
             raise IdempotencyKeyReused(
-                f"idempotency key '{key}' was used before with a different input; "
-                "use a new key for a new request"
+                f"idempotency key '{row['idempotency_key']}' was used before with a different "
+                "input; use a new key for a new request"
             )
-        return Claim(held.action_id, won=False)
+        return Claim(held.id, won=False)
     raise AssertionError("unreachable")
 
 
-def _expired(expires_at: datetime, now: datetime) -> bool:
+def _expired(held_until: datetime, now: datetime) -> bool:
     # SQLite hands back the naive wall time it stored, and compares stored times as such.
-    return expires_at < (now if expires_at.tzinfo is not None else now.replace(tzinfo=None))
+    return held_until < (now if held_until.tzinfo is not None else now.replace(tzinfo=None))

@@ -46,6 +46,7 @@ from gateway.principals import Authenticator, Principal
 from gateway.reads import Reads
 from gateway.telemetry import current_trace_id, tracer
 from sources.errors import SourceConflict, SourceError
+from sources.sql import single_statement_engine
 
 MASK = "***"
 
@@ -121,6 +122,7 @@ class Writes:
     ) -> None:
         self._on_outcome = on_outcome  # metrics
         self._engine = engine
+        self._single_statements = single_statement_engine(engine)
         self._audit = audit
         self._policy = policy
         self._reads = reads
@@ -475,8 +477,7 @@ class Writes:
         self, action: Action, request: WriteRequest
     ) -> tuple[idempotency.Claim, Action]:
         """Take the key; a won claim stores the action with it, as its first revision."""
-        key = request.idempotency_key
-        assert key is not None  # only keyed requests are claimed
+        assert request.idempotency_key is not None  # only keyed requests are claimed
         request_digest = _digest(
             {
                 "digest": action.input_digest,
@@ -484,19 +485,15 @@ class Writes:
                 "expected": request.expected_version,
             }
         )
-        stored = replace(action, revision=1)
-        async with self._engine.begin() as connection:
-            claim = await idempotency.claim(
-                connection,
-                principal=action.principal,
-                key=key,
-                digest=request_digest,
-                action_id=action.id,
-                now=self._clock(),
-                keep_for=timedelta(seconds=self._config.writes.idempotency_ttl),
-            )
-            if claim.won:
-                await store.insert(connection, stored)
+        now = self._clock()
+        stored = replace(
+            action,
+            revision=1,
+            request_digest=request_digest,
+            key_held_until=now + timedelta(seconds=self._config.writes.idempotency_ttl),
+        )
+        async with self._single_statements.connect() as connection:
+            claim = await idempotency.claim(connection, store.row(stored), now=now)
         return claim, stored
 
     async def _replay(self, action_id: str) -> WriteResult:

@@ -41,6 +41,9 @@ from sources.errors import (
 )
 from sources.records import ChildMapping, ConversionError, FieldMapping, Record, convert
 
+# The execution option that marks a connection whose statements each commit on their own.
+SINGLE_STATEMENT = "gatehouse_single_statement"
+
 
 @dataclass(frozen=True, slots=True)
 class SqlEntity:
@@ -89,7 +92,7 @@ class SqlConnector:
         self.engine = engine or create_async_engine(
             url, pool_recycle=30 * 60, connect_args=_connect_args(url, timeout)
         )
-        self._read_engine = _single_statement_engine(self.engine)
+        self._read_engine = single_statement_engine(self.engine)
 
     def entities(self) -> Sequence[str]:
         """The entities this connector is mapped to."""
@@ -222,16 +225,18 @@ class SqlConnector:
         return converted
 
 
-def _single_statement_engine(engine: AsyncEngine) -> AsyncEngine:
-    """The engine for single-statement reads: autocommit where the driver makes that free.
+def single_statement_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for statements that are each a transaction of their own (autocommit).
 
     On PostgreSQL a lone statement is its own transaction, so autocommit saves the BEGIN
-    and ROLLBACK round trips and reads the same snapshot. SQLite's driver already reads
-    without BEGIN, and switching its connections' mode costs a hop to its thread.
+    and COMMIT round trips. SQLite's driver, as the gateway and the connectors set it up,
+    does not BEGIN by itself; SINGLE_STATEMENT tells a `begin` listener that issues BEGIN
+    (the gateway's database does) to leave it out. Switching a SQLite connection's mode
+    instead would cost a hop to its thread, twice per use.
     """
-    if engine.dialect.name != "postgresql":
-        return engine
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine.execution_options(**{SINGLE_STATEMENT: True})
 
 
 def _connect_args(url: str, timeout: float) -> dict[str, Any]:

@@ -90,6 +90,8 @@ class Action:
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None
+    key_held_until: datetime | None = None  # see idempotency.py
+    request_digest: str | None = None
     approvals: tuple[Approval, ...] = field(default=())
 
 
@@ -113,7 +115,8 @@ _SAVE = update(actions).where(
 _ADD_APPROVAL = approvals.insert()
 
 
-def _row(action: Action) -> dict[str, Any]:
+def row(action: Action) -> dict[str, Any]:
+    """The action as the values of its row."""
     values = {name: getattr(action, name) for name in _COLUMNS}
     for name in _JSON_COLUMNS:
         values[name] = None if values[name] is None else json.dumps(values[name], default=str)
@@ -135,7 +138,7 @@ def _action(row: Any, approval_rows: list[Any]) -> Action:
 
 async def insert(connection: AsyncConnection, action: Action) -> None:
     """Store a new action."""
-    await connection.execute(_INSERT, _row(action))
+    await connection.execute(_INSERT, row(action))
 
 
 async def get(connection: AsyncConnection, action_id: str, *, lock: bool = False) -> Action | None:
@@ -150,7 +153,7 @@ async def get(connection: AsyncConnection, action_id: str, *, lock: bool = False
 
 async def save(connection: AsyncConnection, before: Action, after: Action) -> bool:
     """Move `before` to `after` if nobody changed it in between; False when someone did."""
-    values = _row(replace(after, revision=before.revision + 1))
+    values = row(replace(after, revision=before.revision + 1))
     del values["id"]
     values["before_id"], values["before_revision"] = before.id, before.revision
     changed = await connection.execute(_SAVE, values)

@@ -8,6 +8,7 @@ ERP's tables and the gateway's own, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -99,13 +100,22 @@ def write_config(estate: DemoEstate, backend: Backend) -> GatewayConfig:
     return with_source(estate.config(), "erp", url=backend.erp_url, timeout=2.0)
 
 
+@contextlib.asynccontextmanager
+async def running(config: GatewayConfig, backend: Backend) -> AsyncIterator[Services]:
+    """The gateway's services over `config` and the backend's database, started."""
+    built = services_for(config, backend.database_url)
+    await start(built)
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
 @pytest.fixture
 async def governed(write_config: GatewayConfig, backend: Backend) -> AsyncIterator[Services]:
     """The gateway's services over this test's writable estate."""
-    built = services_for(write_config, backend.database_url)
-    await start(built)
-    yield built
-    await built.close()
+    async with running(write_config, backend) as built:
+        yield built
 
 
 @pytest.fixture
@@ -114,7 +124,5 @@ async def governed_crm(
 ) -> AsyncIterator[Services]:
     """Like `governed`, with a CRM process of the test's own."""
     config = with_source(write_config, "crm", url=own_crm.url, timeout=1.0)
-    built = services_for(config, backend.database_url)
-    await start(built)
-    yield built
-    await built.close()
+    async with running(config, backend) as built:
+        yield built

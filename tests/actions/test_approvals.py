@@ -14,12 +14,11 @@ import sqlalchemy
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.actions.store import Status
-from gateway.app import start
 from gateway.config import GatewayConfig, PolicyConfig, WritesConfig
 from gateway.pipeline import ActionError
 from gateway.services import Services
-from tests.actions.conftest import Backend
-from tests.factories import as_principal, services_for, stock, submit
+from tests.actions.conftest import Backend, running
+from tests.factories import as_principal, stock, submit
 
 SKU, LOCATION = "SKU-0002", "WH-BER"
 BIG_ADJUSTMENT = {"sku": SKU, "location": LOCATION, "delta": 150, "reason": "inbound pallet"}
@@ -114,10 +113,8 @@ async def test_approving_a_decided_action_is_a_clear_error(governed: Services, e
 async def short_lived(write_config: GatewayConfig, backend: Backend) -> AsyncIterator[Services]:
     """Services whose pending actions expire at once."""
     config = write_config.model_copy(update={"writes": WritesConfig(approval_ttl=0)})
-    built = services_for(config, backend.database_url)
-    await start(built)
-    yield built
-    await built.close()
+    async with running(config, backend) as built:
+        yield built
 
 
 async def test_approving_an_expired_action_is_a_clear_error(short_lived: Services) -> None:
@@ -158,10 +155,8 @@ async def own_policy(
     """Services over a copy of the policy files that the test may edit."""
     shutil.copytree(repo_root / "policies", tmp_path / "policies")
     config = write_config.model_copy(update={"policy": PolicyConfig(dir=tmp_path / "policies")})
-    built = services_for(config, backend.database_url)
-    await start(built)
-    yield built, tmp_path / "policies" / "policy.csv"
-    await built.close()
+    async with running(config, backend) as built:
+        yield built, tmp_path / "policies" / "policy.csv"
 
 
 async def test_approval_under_an_older_policy_is_refused_then_decided_again(

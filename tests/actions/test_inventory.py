@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway.actions.store import Status
+from gateway.config import GatewayConfig, WritesConfig
 from gateway.services import Services
+from tests.actions.conftest import Backend, running
 from tests.factories import as_principal, stock, submit
 
 SKU, LOCATION = "SKU-0001", "WH-AMS"
@@ -155,6 +158,29 @@ async def test_adjust_concurrent_same_key_executes_once(governed: Services) -> N
     assert {r.status for r in results} == {Status.APPLIED}
     assert len({r.action.id for r in results if r.action}) == 1
     assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + 3
+
+
+@pytest.fixture
+async def forgetful(write_config: GatewayConfig, backend: Backend) -> AsyncIterator[Services]:
+    """Services that hold idempotency keys for no time at all."""
+    config = write_config.model_copy(update={"writes": WritesConfig(idempotency_ttl=0)})
+    async with running(config, backend) as built:
+        yield built
+
+
+async def test_adjust_key_past_its_keep_period_is_claimed_afresh(forgetful: Services) -> None:
+    before = await stock(forgetful, SKU, LOCATION)
+    first = await submit(forgetful, "inventory.adjust", adjust(2), key="k-old")
+    second = await submit(forgetful, "inventory.adjust", adjust(3), key="k-old")
+    assert first.status is second.status is Status.APPLIED
+    assert first.action is not None
+    assert second.action is not None
+    assert second.action.id != first.action.id
+    assert (await stock(forgetful, SKU, LOCATION))["on_hand"] == before["on_hand"] + 5
+    # The first action keeps the key it was sent with, for the record; it holds it no more.
+    stored = await forgetful.writes.get(first.action.id)
+    assert stored is not None
+    assert (stored.idempotency_key, stored.key_held_until) == ("k-old", None)
 
 
 async def test_adjust_dry_run_then_submit_with_the_same_key_is_one_write(
