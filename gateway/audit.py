@@ -21,12 +21,15 @@ hash and the head as well: exported files (which carry seq, prev_hash and hash) 
 
 Appends lock the head row (SELECT ... FOR UPDATE; on SQLite, BEGIN IMMEDIATE already
 serializes writers), so any number of gateway processes extend one gap-free chain, at a cost
-that does not grow with the trail: one primary-key read, one insert, one update.
+that does not grow with the trail: one primary-key read, one insert, one update. On
+PostgreSQL those three, and the change the event records (a Prelude: an action's new
+state), are one statement, and the database computes the hash (see `_append_statement`).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import uuid
@@ -36,10 +39,24 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal, TextIO
 
-from sqlalchemy import ColumnElement, Row, bindparam, select
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Text,
+    Update,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import UpdateBase
 
 from gateway.database import GENESIS_HASH, audit_events, audit_head
+from sources.sql import single_statement_engine
 
 ExportFormat = Literal["jsonl", "csv"]
 
@@ -68,23 +85,67 @@ _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
 _LOCK_HEAD = _HEAD.with_for_update()
 _INSERT_EVENT = audit_events.insert()
 _MOVE_HEAD = audit_head.update().where(audit_head.c.id == 1)
-# PostgreSQL inserts the event and moves the head in one statement (one round trip); the
-# parameters are prefixed so that neither table's columns pick up the other's values.
-_INSERT_AND_MOVE_HEAD = (
-    audit_events.insert()
-    .values(
-        {
-            name: bindparam(f"event_{name}", type_=audit_events.c[name].type)
-            for name in EXPORT_COLUMNS
-        }
+# What the hash covers besides seq and prev_hash, which only the head can tell.
+_EVENT_FIELDS = tuple(name for name in EXPORT_COLUMNS if name not in ("seq", "prev_hash", "hash"))
+
+
+_CHAIN_BEFORE = bindparam("chain_before", type_=Text)
+_CHAIN_AFTER = bindparam("chain_after", type_=Text)
+
+
+@dataclass(frozen=True)
+class Prelude:
+    """A change an event records, made together with its append: both happen, or neither.
+
+    `statement` is an INSERT or UPDATE of one row, its values all bound parameters. When
+    it changes no row (a compare-and-set that lost), the event is not appended either.
+    """
+
+    statement: UpdateBase
+    params: Mapping[str, Any]
+
+
+@functools.cache
+def _append_statement(prelude: UpdateBase | None) -> Update:
+    """PostgreSQL's append, in one statement, after `prelude`'s change if there is one.
+
+        WITH changed AS (<prelude> RETURNING 1),                  -- if any
+             head AS (SELECT seq + 1, hash FROM audit_head, changed
+                      WHERE id = 1 FOR UPDATE OF audit_head),
+             event AS (INSERT INTO audit_events SELECT head.seq, <event>, head.hash,
+                       sha256(head.hash || <json before seq> || head.seq || <json after>)
+                       FROM head RETURNING seq, prev_hash, hash)
+        UPDATE audit_head SET seq = event.seq, hash = event.hash FROM event
+        WHERE id = 1 AND audit_head.seq < event.seq
+        RETURNING event.seq, event.prev_hash, event.hash
+
+    One round trip and a transaction of its own. The hash is the one `chain_hash` computes:
+    the event's canonical JSON, cut where its seq goes (StoredEvent.hash_parts). Waiting
+    on the head's lock, READ COMMITTED hands the head as the previous append left it.
+    """
+    head = select((audit_head.c.seq + 1).label("seq"), audit_head.c.hash.label("prev_hash"))
+    if prelude is not None:
+        changed = prelude.returning(literal_column("1")).cte("changed")
+        head = head.select_from(audit_head.join(changed, true()))
+    head_cte = head.where(audit_head.c.id == 1).with_for_update(of=audit_head).cte("head")
+    chained = head_cte.c.prev_hash + _CHAIN_BEFORE + cast(head_cte.c.seq, Text) + _CHAIN_AFTER
+    digest = func.encode(func.sha256(func.convert_to(chained, "UTF8")), "hex", type_=Text)
+    fields = [bindparam(f"event_{name}", type_=audit_events.c[name].type) for name in _EVENT_FIELDS]
+    event = (
+        audit_events.insert()
+        .from_select(
+            ["seq", *_EVENT_FIELDS, "prev_hash", "hash"],
+            select(head_cte.c.seq, *fields, head_cte.c.prev_hash, digest),
+        )
+        .returning(audit_events.c.seq, audit_events.c.prev_hash, audit_events.c.hash)
+        .cte("event")
     )
-    .add_cte(
-        audit_head.update()
-        .where(audit_head.c.id == 1)
-        .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
-        .cte("moved_head")
+    return (
+        update(audit_head)
+        .where(audit_head.c.id == 1, audit_head.c.seq < event.c.seq)  # it only moves on
+        .values(seq=event.c.seq, hash=event.c.hash)
+        .returning(event.c.seq, event.c.prev_hash, event.c.hash)
     )
-)
 
 
 def canonical_json(value: Any) -> str:
@@ -166,11 +227,29 @@ class StoredEvent:
         cls, event: AuditEvent, *, seq: int, prev_hash: str, id: str, at: datetime
     ) -> StoredEvent:
         """The event chained after `prev_hash` at position `seq`, with its hash."""
+        return cls.unchained(event, id=id, at=at).chained(seq, prev_hash)
+
+    @classmethod
+    def unchained(cls, event: AuditEvent, *, id: str, at: datetime) -> StoredEvent:
+        """The event before it has a place in the chain (seq 0, no hashes)."""
         if at.tzinfo is None:
             raise ValueError("an audit event's time must be timezone-aware")
         fields = {**vars(event), "payload": json.loads(canonical_json(dict(event.payload)))}
-        unsealed = cls(seq=seq, id=id, at=_utc(at), prev_hash=prev_hash, hash="", **fields)
-        return replace(unsealed, hash=unsealed.computed_hash())
+        return cls(seq=0, id=id, at=_utc(at), prev_hash="", hash="", **fields)
+
+    def chained(self, seq: int, prev_hash: str) -> StoredEvent:
+        """This event at position `seq` after `prev_hash`, with its hash."""
+        placed = replace(self, seq=seq, prev_hash=prev_hash)
+        return replace(placed, hash=placed.computed_hash())
+
+    def hash_parts(self) -> tuple[str, str]:
+        """The canonical JSON the hash covers, before and after the seq's digits."""
+        marker = f"seq-{uuid.uuid4().hex}"  # cannot occur in the event: it is new
+        document = {**self.document(), "seq": marker}
+        before, found, after = canonical_json(document).rpartition(f'"{marker}"')
+        if not found:
+            raise AssertionError("the seq marker vanished from the canonical JSON")
+        return before, after
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> StoredEvent:
@@ -216,35 +295,59 @@ class AuditTrail:
         self, engine: AsyncEngine, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     ) -> None:
         self._engine = engine
+        self._single_statements = single_statement_engine(engine)
         self._clock = clock
 
     async def append(
-        self, event: AuditEvent, *, connection: AsyncConnection | None = None
-    ) -> StoredEvent:
-        """Chain one event; inside the caller's transaction when `connection` is given.
+        self,
+        event: AuditEvent,
+        *,
+        connection: AsyncConnection | None = None,
+        prelude: Prelude | None = None,
+    ) -> StoredEvent | None:
+        """Chain one event, with `prelude`'s change; None when the prelude changed no row.
 
-        With a connection, the caller commits, and holds the chain's head lock until it does:
-        append as the last step before the commit.
+        With a connection, inside the caller's transaction: the caller commits, and holds
+        the chain's head lock until it does, so append as the last step before the commit.
+        Without one, on PostgreSQL the append is one statement, its own transaction.
         """
         if connection is not None:
-            return await self._append(connection, event)
+            return await self._append(connection, event, prelude)
+        if self._engine.dialect.name == "postgresql":
+            async with self._single_statements.connect() as own:
+                return await self._append(own, event, prelude)
         async with self._engine.begin() as own:
-            return await self._append(own, event)
+            return await self._append(own, event, prelude)
 
-    async def _append(self, connection: AsyncConnection, event: AuditEvent) -> StoredEvent:
-        head = (await connection.execute(_LOCK_HEAD)).one()
-        stored = StoredEvent.seal(
-            event, seq=head.seq + 1, prev_hash=head.hash, id=str(uuid.uuid4()), at=self._clock()
-        )
-        row = stored.as_row()
+    async def _append(
+        self, connection: AsyncConnection, event: AuditEvent, prelude: Prelude | None
+    ) -> StoredEvent | None:
+        unchained = StoredEvent.unchained(event, id=str(uuid.uuid4()), at=self._clock())
         if connection.dialect.name == "postgresql":
-            params = {f"event_{name}": value for name, value in row.items()}
-            params["head_seq"], params["head_hash"] = stored.seq, stored.hash
-            await connection.execute(_INSERT_AND_MOVE_HEAD, params)
-        else:
-            await connection.execute(_INSERT_EVENT, row)
-            await connection.execute(_MOVE_HEAD, {"seq": stored.seq, "hash": stored.hash})
+            return await self._append_in_one(connection, unchained, prelude)
+        if (
+            prelude is not None
+            and (await connection.execute(prelude.statement, prelude.params)).rowcount != 1
+        ):
+            return None
+        head = (await connection.execute(_LOCK_HEAD)).one()
+        stored = unchained.chained(head.seq + 1, head.hash)
+        await connection.execute(_INSERT_EVENT, stored.as_row())
+        await connection.execute(_MOVE_HEAD, {"seq": stored.seq, "hash": stored.hash})
         return stored
+
+    async def _append_in_one(
+        self, connection: AsyncConnection, unchained: StoredEvent, prelude: Prelude | None
+    ) -> StoredEvent | None:
+        row = unchained.as_row()
+        before, after = unchained.hash_parts()
+        params = {f"event_{name}": row[name] for name in _EVENT_FIELDS}
+        params.update(prelude.params if prelude else {}, chain_before=before, chain_after=after)
+        statement = _append_statement(prelude.statement if prelude else None)
+        placed = (await connection.execute(statement, params)).one_or_none()
+        if placed is None:
+            return None
+        return replace(unchained, seq=placed.seq, prev_hash=placed.prev_hash, hash=placed.hash)
 
     async def verify(self) -> Verification:
         """Check the whole chain in seq order: gaps, links, hashes, and the head."""

@@ -2,7 +2,7 @@
 
     replica A, a write APPLIED
       1. evicts the changed records from its own cache at once (pipeline.py)
-      2. announces them in the transaction that saves the outcome:
+      2. announces them in the statement that saves the outcome (`announcing`):
          pg_notify('gatehouse_evict', '<entity>:<key>') per record, delivered on commit
     every replica, A too: a listener on a connection of its own
       3. evicts each announced record from its cache
@@ -16,32 +16,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, column, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.types import Text
 
+from gateway.audit import Prelude
 from gateway.reads import Reads
 
 CHANNEL = "gatehouse_evict"
 
 log = logging.getLogger("gatehouse.invalidation")
 
-_NOTIFY = text("SELECT pg_notify(:channel, record) FROM unnest(:records) AS record").bindparams(
-    bindparam("records", type_=ARRAY(Text))
+# pg_notify for each announced record, evaluated once per row the statement changes.
+_RECORDS = bindparam("announced", type_=ARRAY(Text))
+_ANNOUNCE = (
+    select(func.count(func.pg_notify(CHANNEL, column("record", Text))))
+    .select_from(func.unnest(_RECORDS).alias("record"))
+    .scalar_subquery()
 )
 
 
-async def announce(connection: AsyncConnection, records: Sequence[tuple[str, str]]) -> None:
-    """Have every replica evict (entity, key) `records` when this transaction commits."""
-    if not records or connection.dialect.name != "postgresql":
-        return
+def announcing(change: Prelude, records: Sequence[tuple[str, str]], dialect: str) -> Prelude:
+    """`change`, which also has every replica evict (entity, key) `records` when committed."""
+    if not records or dialect != "postgresql":
+        return change
     payloads = [f"{entity}:{key}" for entity, key in records]
-    await connection.execute(_NOTIFY, {"channel": CHANNEL, "records": payloads})
+    return Prelude(_announcing(change.statement), {**change.params, "announced": payloads})
+
+
+@functools.cache
+def _announcing(statement: UpdateBase) -> UpdateBase:
+    return statement.returning(_ANNOUNCE)
 
 
 class Listener:

@@ -650,31 +650,17 @@ class Writes:
     ) -> Action | None:
         """Store the change and its audit event together, or neither; None if it lost a race.
 
-        Revision 0 is an action not stored yet (no idempotency key claimed it). The audit
-        event is built before the transaction and appended last in it: the append holds
-        the chain's head lock until the commit.
+        Revision 0 is an action not stored yet (no idempotency key claimed it). The change,
+        its announcement to other replicas and the audit event go to the database as one
+        (audit.Prelude): on PostgreSQL, one statement.
         """
         saved = replace(after, revision=before.revision + 1)
         audited = self._event(saved, event, actor, extra)
+        change = store.inserting(saved) if before.revision == 0 else store.saving(before, after)
+        change = invalidation.announcing(change, evicted, self._engine.dialect.name)
         with tracer().start_as_current_span("write audit", attributes={"gatehouse.event": event}):
-            return await self._store(before, after, saved, audited, evicted)
-
-    async def _store(
-        self,
-        before: Action,
-        after: Action,
-        saved: Action,
-        audited: AuditEvent,
-        evicted: Sequence[tuple[str, str]],
-    ) -> Action | None:
-        async with self._engine.begin() as connection:
-            if before.revision == 0:
-                await store.insert(connection, saved)
-            elif not await store.save(connection, before, after):
-                return None
-            await invalidation.announce(connection, evicted)
-            await self._audit.append(audited, connection=connection)
-        return saved
+            appended = await self._audit.append(audited, prelude=change)
+        return None if appended is None else saved
 
     async def _audit_event(
         self, action: Action, event: str, actor: Principal | None, extra: dict[str, Any]

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from gateway import audit
-from gateway.audit import EXPORT_COLUMNS, AuditEvent, AuditTrail, StoredEvent
+from gateway.audit import EXPORT_COLUMNS, AuditEvent, AuditTrail, Prelude, StoredEvent
 from gateway.database import GENESIS_HASH, audit_events, audit_head, create_engine, create_schema
 from tests.factories import POSTGRES_URL, drop_schema, new_schema_name, require_postgres
 
@@ -109,6 +109,39 @@ async def test_append_many_events_gap_free_chain_that_verifies(
         None,
         None,
     )
+
+
+async def test_append_hash_is_the_chain_hash_of_any_text(trail: AuditTrail) -> None:
+    # The database computes the hash on PostgreSQL: the same bytes as Python must go in,
+    # whatever the payload holds (non-ASCII text, keys named like the event's own).
+    payload = {"note": 'Grüße, 東京 ✓ "quoted"', "seq": 0, "nested": {"seq": 7, "target": "x"}}
+    first = await trail.append(audit_event(payload=payload, target="Customer:Zoë"))
+    second = await trail.append(audit_event())
+    assert first is not None
+    assert second is not None
+    assert first.hash == audit.chain_hash(GENESIS_HASH, first.document())
+    assert second.hash == audit.chain_hash(first.hash, second.document())
+    assert (await trail.verify()).ok
+
+
+async def test_append_after_a_change_of_no_row_appends_nothing(
+    trail: AuditTrail, engine: AsyncEngine
+) -> None:
+    await append_many(trail, 2)
+    touch = (
+        update(audit_events)
+        .where(audit_events.c.seq == bindparam("wanted"))
+        .values(outcome=audit_events.c.outcome)
+    )
+    lost = await trail.append(audit_event(), prelude=Prelude(touch, {"wanted": 99}))
+    changed = await trail.append(audit_event(), prelude=Prelude(touch, {"wanted": 1}))
+    assert lost is None
+    assert changed is not None
+    assert changed.seq == 3
+    async with engine.connect() as connection:
+        seqs = (await connection.execute(select(audit_events.c.seq))).scalars().all()
+    assert sorted(seqs) == [1, 2, 3]
+    assert (await trail.verify()).ok
 
 
 async def test_append_stored_event_reads_back_equal(trail: AuditTrail) -> None:

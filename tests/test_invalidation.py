@@ -1,6 +1,6 @@
 """Cache eviction across replicas: announced on commit, evicted by every replica's listener.
 
-    replica A: announce(connection, records) in a transaction --commit--> PostgreSQL
+    replica A: a change announcing(records), in a transaction --commit--> PostgreSQL
     replica B: Listener on a connection of its own --> Reads.evict(entity, [key])
 
 Two sets of services in this process stand in for two replicas on one fresh database.
@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from gateway.audit import Prelude
 from gateway.config import GatewayConfig
-from gateway.invalidation import Listener, announce
+from gateway.database import audit_head, create_schema
+from gateway.invalidation import Listener, announcing
 from gateway.reads import Reads
 from gateway.services import Services
 from tests.factories import POSTGRES_URL, require_postgres, services_for
@@ -54,6 +57,7 @@ async def replicas(
 ) -> AsyncIterator[tuple[Services, Services]]:
     """Replica A, which writes, and replica B, which listens; both on `database`."""
     first, second = services_for(config, database), services_for(config, database)
+    await create_schema(first.engine)  # the change an announcement rides on needs a table
     try:
         yield first, second
     finally:
@@ -77,10 +81,15 @@ async def _evicted(reads: Reads, record: tuple[str, str], within: float = 5.0) -
     return False
 
 
+# A change to one row that alters nothing, for the announcement to ride on.
+_TOUCH = update(audit_head).where(audit_head.c.id == 1).values(seq=audit_head.c.seq)
+
+
 async def _announce(services: Services, *records: tuple[str, str], commit: bool = True) -> None:
+    change = announcing(Prelude(_TOUCH, {}), list(records), services.engine.dialect.name)
     async with services.engine.connect() as connection:
         transaction = await connection.begin()
-        await announce(connection, list(records))
+        assert (await connection.execute(change.statement, change.params)).rowcount == 1
         await (transaction.commit() if commit else transaction.rollback())
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.audit import Prelude
 from gateway.database import actions, approvals
 
 
@@ -99,8 +100,11 @@ _JSON_COLUMNS = ("input", "validation", "diff", "result")
 _COLUMNS = tuple(c.name for c in actions.columns)
 
 # Each statement is built once; the values travel as execute parameters, so a call pays
-# neither for building the statement nor for working out its cache key.
-_INSERT = actions.insert()
+# neither for building the statement nor for working out its cache key. Every column's
+# value is a named parameter, so the statements also run inside a larger one (audit.Prelude).
+# (Prefixed: SQLAlchemy keeps bound names equal to column names for itself.)
+_VALUES = {c.name: bindparam(f"set_{c.name}", type_=c.type) for c in actions.columns}
+INSERT = actions.insert().values(_VALUES)
 _GET = select(actions).where(actions.c.id == bindparam("action_id"))
 _GET_LOCKED = _GET.with_for_update()
 _APPROVALS = (
@@ -108,9 +112,16 @@ _APPROVALS = (
     .where(approvals.c.action_id == bindparam("action_id"))
     .order_by(approvals.c.at)
 )
-# The SET clause comes from the parameters named after columns; the WHERE names its own.
-_SAVE = update(actions).where(
-    and_(actions.c.id == bindparam("before_id"), actions.c.revision == bindparam("before_revision"))
+# Compare-and-set: the WHERE names the revision the change moves from.
+SAVE = (
+    update(actions)
+    .where(
+        and_(
+            actions.c.id == bindparam("before_id"),
+            actions.c.revision == bindparam("before_revision"),
+        )
+    )
+    .values({name: value for name, value in _VALUES.items() if name != "id"})
 )
 _ADD_APPROVAL = approvals.insert()
 
@@ -136,11 +147,6 @@ def _action(row: Any, approval_rows: list[Any]) -> Action:
     return Action(**values, approvals=found)
 
 
-async def insert(connection: AsyncConnection, action: Action) -> None:
-    """Store a new action."""
-    await connection.execute(_INSERT, row(action))
-
-
 async def get(connection: AsyncConnection, action_id: str, *, lock: bool = False) -> Action | None:
     """One action with its approvals; `lock` holds its row until the transaction ends."""
     params = {"action_id": action_id}
@@ -151,13 +157,20 @@ async def get(connection: AsyncConnection, action_id: str, *, lock: bool = False
     return _action(row, list(verdicts))
 
 
-async def save(connection: AsyncConnection, before: Action, after: Action) -> bool:
-    """Move `before` to `after` if nobody changed it in between; False when someone did."""
-    values = row(replace(after, revision=before.revision + 1))
-    del values["id"]
-    values["before_id"], values["before_revision"] = before.id, before.revision
-    changed = await connection.execute(_SAVE, values)
-    return changed.rowcount == 1
+def inserting(action: Action) -> Prelude:
+    """Storing a new action, as the change its first audit event records."""
+    return Prelude(INSERT, _prefixed(row(action)))
+
+
+def saving(before: Action, after: Action) -> Prelude:
+    """Moving `before` to `after` if nobody changed it in between (else no row changes)."""
+    values = _prefixed(row(replace(after, revision=before.revision + 1)))
+    values["before_id"], values["before_revision"] = values.pop("set_id"), before.revision
+    return Prelude(SAVE, values)
+
+
+def _prefixed(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"set_{name}": value for name, value in values.items()}
 
 
 async def add_approval(connection: AsyncConnection, action_id: str, approval: Approval) -> None:
