@@ -46,16 +46,19 @@ from sqlalchemy import (
     Update,
     bindparam,
     cast,
-    func,
     literal_column,
     select,
     true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import ReturningInsert, UpdateBase
+from sqlalchemy.sql.functions import GenericFunction
+from sqlalchemy.sql.selectable import FromClause
 
-from gateway.database import GENESIS_HASH, audit_events, audit_head
+from gateway.database import GENESIS_HASH, SQLITE_SHA256, audit_events, audit_head
 from sources.sql import single_statement_engine
 
 ExportFormat = Literal["jsonl", "csv"]
@@ -81,14 +84,8 @@ EXPORT_COLUMNS = (
 )
 _BATCH = 5000  # events read per query by verify and export
 _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-# The append's statements, built once: the values travel as execute parameters.
-_LOCK_HEAD = _HEAD.with_for_update()
-_INSERT_EVENT = audit_events.insert()
-_MOVE_HEAD = audit_head.update().where(audit_head.c.id == 1)
 # What the hash covers besides seq and prev_hash, which only the head can tell.
 _EVENT_FIELDS = tuple(name for name in EXPORT_COLUMNS if name not in ("seq", "prev_hash", "hash"))
-
-
 _CHAIN_BEFORE = bindparam("chain_before", type_=Text)
 _CHAIN_AFTER = bindparam("chain_after", type_=Text)
 
@@ -105,6 +102,50 @@ class Prelude:
     params: Mapping[str, Any]
 
 
+class chain_sha256(GenericFunction[str]):
+    """The hex sha256 of a text's UTF-8 bytes, computed in the database."""
+
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(chain_sha256, "postgresql")
+def _sha256_postgresql(element: chain_sha256, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"encode(sha256(convert_to({compiler.process(element.clauses, **kw)}, 'UTF8')), 'hex')"
+
+
+@compiles(chain_sha256, "sqlite")
+def _sha256_sqlite(element: chain_sha256, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{SQLITE_SHA256}({compiler.process(element.clauses, **kw)})"  # database.py
+
+
+def _next_after(head: FromClause) -> ReturningInsert[tuple[int, str, str]]:
+    """The event as the link after `head` (its columns seq and prev_hash), hashed there.
+
+    The hash is the one `chain_hash` computes: the event's canonical JSON, cut where its
+    seq goes (StoredEvent.hash_parts), so the database needs to know nothing of JSON.
+    """
+    chained = head.c.prev_hash + _CHAIN_BEFORE + cast(head.c.seq, Text) + _CHAIN_AFTER
+    fields = [bindparam(f"event_{name}", type_=audit_events.c[name].type) for name in _EVENT_FIELDS]
+    return (
+        audit_events.insert()
+        .from_select(
+            ["seq", *_EVENT_FIELDS, "prev_hash", "hash"],
+            select(head.c.seq, *fields, head.c.prev_hash, chain_sha256(chained)),
+        )
+        .returning(audit_events.c.seq, audit_events.c.prev_hash, audit_events.c.hash)
+    )
+
+
+# The head as the next event sees it; built once, like the statements below.
+_NEXT = select((audit_head.c.seq + 1).label("seq"), audit_head.c.hash.label("prev_hash")).where(
+    audit_head.c.id == 1
+)
+# SQLite: BEGIN IMMEDIATE already holds every other writer off.
+_INSERT_NEXT = _next_after(_NEXT.subquery("head"))
+_MOVE_HEAD = audit_head.update().where(audit_head.c.id == 1)
+
+
 @functools.cache
 def _append_statement(prelude: UpdateBase | None) -> Update:
     """PostgreSQL's append, in one statement, after `prelude`'s change if there is one.
@@ -119,27 +160,14 @@ def _append_statement(prelude: UpdateBase | None) -> Update:
         WHERE id = 1 AND audit_head.seq < event.seq
         RETURNING event.seq, event.prev_hash, event.hash
 
-    One round trip and a transaction of its own. The hash is the one `chain_hash` computes:
-    the event's canonical JSON, cut where its seq goes (StoredEvent.hash_parts). Waiting
-    on the head's lock, READ COMMITTED hands the head as the previous append left it.
+    One round trip and a transaction of its own. Waiting on the head's lock, READ
+    COMMITTED hands the head as the previous append left it.
     """
-    head = select((audit_head.c.seq + 1).label("seq"), audit_head.c.hash.label("prev_hash"))
+    head = _NEXT
     if prelude is not None:
         changed = prelude.returning(literal_column("1")).cte("changed")
         head = head.select_from(audit_head.join(changed, true()))
-    head_cte = head.where(audit_head.c.id == 1).with_for_update(of=audit_head).cte("head")
-    chained = head_cte.c.prev_hash + _CHAIN_BEFORE + cast(head_cte.c.seq, Text) + _CHAIN_AFTER
-    digest = func.encode(func.sha256(func.convert_to(chained, "UTF8")), "hex", type_=Text)
-    fields = [bindparam(f"event_{name}", type_=audit_events.c[name].type) for name in _EVENT_FIELDS]
-    event = (
-        audit_events.insert()
-        .from_select(
-            ["seq", *_EVENT_FIELDS, "prev_hash", "hash"],
-            select(head_cte.c.seq, *fields, head_cte.c.prev_hash, digest),
-        )
-        .returning(audit_events.c.seq, audit_events.c.prev_hash, audit_events.c.hash)
-        .cte("event")
-    )
+    event = _next_after(head.with_for_update(of=audit_head).cte("head")).cte("event")
     return (
         update(audit_head)
         .where(audit_head.c.id == 1, audit_head.c.seq < event.c.seq)  # it only moves on
@@ -323,30 +351,24 @@ class AuditTrail:
         self, connection: AsyncConnection, event: AuditEvent, prelude: Prelude | None
     ) -> StoredEvent | None:
         unchained = StoredEvent.unchained(event, id=str(uuid.uuid4()), at=self._clock())
-        if connection.dialect.name == "postgresql":
-            return await self._append_in_one(connection, unchained, prelude)
-        if (
-            prelude is not None
-            and (await connection.execute(prelude.statement, prelude.params)).rowcount != 1
-        ):
-            return None
-        head = (await connection.execute(_LOCK_HEAD)).one()
-        stored = unchained.chained(head.seq + 1, head.hash)
-        await connection.execute(_INSERT_EVENT, stored.as_row())
-        await connection.execute(_MOVE_HEAD, {"seq": stored.seq, "hash": stored.hash})
-        return stored
-
-    async def _append_in_one(
-        self, connection: AsyncConnection, unchained: StoredEvent, prelude: Prelude | None
-    ) -> StoredEvent | None:
         row = unchained.as_row()
         before, after = unchained.hash_parts()
         params = {f"event_{name}": row[name] for name in _EVENT_FIELDS}
-        params.update(prelude.params if prelude else {}, chain_before=before, chain_after=after)
-        statement = _append_statement(prelude.statement if prelude else None)
-        placed = (await connection.execute(statement, params)).one_or_none()
-        if placed is None:
-            return None
+        params.update(chain_before=before, chain_after=after)
+        if connection.dialect.name == "postgresql":
+            statement = _append_statement(prelude.statement if prelude else None)
+            params.update(prelude.params if prelude else {})
+            placed = (await connection.execute(statement, params)).first()
+            if placed is None:  # the prelude changed no row
+                return None
+        else:
+            if (
+                prelude
+                and (await connection.execute(prelude.statement, prelude.params)).rowcount != 1
+            ):
+                return None
+            placed = (await connection.execute(_INSERT_NEXT, params)).one()
+            await connection.execute(_MOVE_HEAD, {"seq": placed.seq, "hash": placed.hash})
         return replace(unchained, seq=placed.seq, prev_hash=placed.prev_hash, hash=placed.hash)
 
     async def verify(self) -> Verification:

@@ -7,6 +7,8 @@ row locks here, never by process memory.
 
 from __future__ import annotations
 
+import hashlib
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -147,9 +149,20 @@ def create_engine(url: str) -> AsyncEngine:
     )
 
 
+# The audit chain's hash, computed in the database (audit.chain_sha256); PostgreSQL has one.
+SQLITE_SHA256 = "gatehouse_sha256"
+
+
+def _sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _sqlite_pragmas(dbapi_connection: object, _: ConnectionPoolEntry) -> None:
     # WAL lets readers go on during a write; isolation_level None hands BEGIN to us.
     dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+    dbapi_connection.create_function(  # type: ignore[attr-defined]
+        SQLITE_SHA256, 1, _sha256_hex, deterministic=True
+    )
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -104,6 +104,21 @@ class Verdict:
     approvers: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What steps 4 to 8 came to, before it is saved."""
+
+    action: Action
+    status: Status
+    validation: Sequence[Problem] = ()
+    errors: Sequence[WriteError] = ()
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    expires_at: datetime | None = None
+    freshness: Freshness | None = None
+    evicted: Sequence[tuple[str, str]] = ()
+
+
 class Writes:
     """The governed write service."""
 
@@ -163,47 +178,71 @@ class Writes:
     async def _proceed(
         self, action: Action, kind: ActionKind, data: ActionInput, *, dry_run: bool
     ) -> WriteResult:
-        """Steps 4 to 8: plan, precondition, dry run, approval, execution."""
-        # 4. plan
-        planned = await self._plan(action, kind, data)
-        if isinstance(planned, WriteResult):
-            return planned
-        plan, action, freshness = planned
-        # 5. precondition
-        if (conflict := self._conflict(action, plan)) is not None:
-            return await self._finish(
-                action, Status.CONFLICT, freshness=freshness, errors=[conflict]
-            )
-        if plan.problems:
-            return await self._finish(
-                action, Status.INVALID, validation=plan.problems, freshness=freshness
-            )
-        # 6. dry run
-        if dry_run:
-            return await self._finish(action, Status.DRY_RUN, freshness=freshness)
-        # 7. approval
-        if action.decision == Outcome.REVIEW and approvals.valid_approvals(action) < max(
-            1, action.approvals_required
-        ):
-            expires = self._clock() + timedelta(seconds=self._config.writes.approval_ttl)
-            return await self._finish(
-                action, Status.PENDING_APPROVAL, expires_at=expires, freshness=freshness
-            )
-        # 8. execution
-        return await self._execute(action, kind, data, plan)
+        """Steps 4 to 8, then the outcome saved (after the system of record committed)."""
+        found = await self._run(action, kind, data, dry_run=dry_run)
+        return await self._finish(
+            found.action,
+            found.status,
+            validation=found.validation,
+            errors=found.errors,
+            error=found.error,
+            result=found.result,
+            expires_at=found.expires_at,
+            freshness=found.freshness,
+            evicted=found.evicted,
+        )
 
-    async def _plan(
-        self, action: Action, kind: ActionKind, data: ActionInput
-    ) -> tuple[Plan, Action, Freshness | None] | WriteResult:
+    async def _run(
+        self, action: Action, kind: ActionKind, data: ActionInput, *, dry_run: bool
+    ) -> _Found:
+        """Steps 4 to 8: plan, precondition, dry run, approval, execution; nothing saved.
+
+        A write that goes on to execute plans inside the transaction it writes in.
+        """
+        writes = not dry_run and not self._awaits_approval(action)
         try:
-            with tracer().start_as_current_span("write validation"):
-                plan = await kind.plan(data, self._env)
+            async with self._env.unit(kind.entity, writes=writes) as env:
+                # 4. plan
+                with tracer().start_as_current_span("write validation"):
+                    plan = await kind.plan(data, env)
+                diff = {"before": _masked(plan.before, kind), "after": _masked(plan.after, kind)}
+                action, freshness = replace(action, diff=diff), self._freshness(kind, plan)
+                # 5. precondition
+                if (conflict := self._conflict(action, plan)) is not None:
+                    return _Found(action, Status.CONFLICT, errors=[conflict], freshness=freshness)
+                if plan.problems:
+                    return _Found(
+                        action, Status.INVALID, validation=plan.problems, freshness=freshness
+                    )
+                # 6. dry run
+                if dry_run:
+                    return _Found(action, Status.DRY_RUN, freshness=freshness)
+                # 7. approval
+                if self._awaits_approval(action):
+                    expires = self._clock() + timedelta(seconds=self._config.writes.approval_ttl)
+                    return _Found(
+                        action, Status.PENDING_APPROVAL, expires_at=expires, freshness=freshness
+                    )
+                # 8. execution
+                key = action.idempotency_key or action.id
+                with tracer().start_as_current_span("write execution"):
+                    result = await kind.execute(data, plan, env, idempotency_key=key)
+        except Invalid as invalid:
+            return _Found(action, Status.INVALID, validation=invalid.problems)
+        except SourceConflict as error:
+            message = f"{error}; current version {error.current_version}"
+            conflict = WriteError("CONFLICT", message, "expectedVersion")
+            return _Found(action, Status.CONFLICT, error=message, errors=[conflict])
         except SourceError as error:
-            return await self._finish(
-                action, Status.FAILED, error=str(error), errors=[WriteError(error.code, str(error))]
-            )
-        diff = {"before": _masked(plan.before, kind), "after": _masked(plan.after, kind)}
-        return plan, replace(action, diff=diff), self._freshness(kind, plan)
+            failure = WriteError(error.code, str(error))
+            return _Found(action, Status.FAILED, error=str(error), errors=[failure])
+        evicted = self._evict(kind, data, plan)
+        return _Found(action, Status.APPLIED, result=result, evicted=evicted)
+
+    def _awaits_approval(self, action: Action) -> bool:
+        return action.decision == Outcome.REVIEW and approvals.valid_approvals(action) < max(
+            1, action.approvals_required
+        )
 
     def _conflict(self, action: Action, plan: Plan) -> WriteError | None:
         expected = action.expected_version
@@ -215,30 +254,6 @@ class Writes:
             f"{plan.target_version}: read it again and decide on the current record",
             "expectedVersion",
         )
-
-    async def _execute(
-        self, action: Action, kind: ActionKind, data: ActionInput, plan: Plan
-    ) -> WriteResult:
-        key = action.idempotency_key or action.id
-        try:
-            with tracer().start_as_current_span("write execution"):
-                result = await kind.execute(data, plan, self._env, idempotency_key=key)
-        except Invalid as invalid:
-            return await self._finish(action, Status.INVALID, validation=invalid.problems)
-        except SourceConflict as error:
-            message = f"{error}; current version {error.current_version}"
-            return await self._finish(
-                action,
-                Status.CONFLICT,
-                error=message,
-                errors=[WriteError("CONFLICT", message, "expectedVersion")],
-            )
-        except SourceError as error:
-            return await self._finish(
-                action, Status.FAILED, error=str(error), errors=[WriteError(error.code, str(error))]
-            )
-        changed = self._evict(kind, data, plan)
-        return await self._finish(action, Status.APPLIED, result=result, evicted=changed)
 
     def _evict(self, kind: ActionKind, data: ActionInput, plan: Plan) -> list[tuple[str, str]]:
         """Forget the changed records here, at once; which they were, to announce."""

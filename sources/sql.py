@@ -8,6 +8,7 @@ round-trip. Every statement runs under a timeout.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -93,6 +94,7 @@ class SqlConnector:
             url, pool_recycle=30 * 60, connect_args=_connect_args(url, timeout)
         )
         self._read_engine = single_statement_engine(self.engine)
+        self._joined: AsyncConnection | None = None  # see `within`
 
     def entities(self) -> Sequence[str]:
         """The entities this connector is mapped to."""
@@ -140,15 +142,35 @@ class SqlConnector:
         """One transaction on the database, committed on success, under the call timeout.
 
         Database failures inside it become SourceErrors; any other exception rolls it back
-        and propagates unchanged.
+        and propagates unchanged. Within `within`'s transaction, it is that one.
         """
         async with (
             self.stats.call("transaction", self.name),
             self._translated_errors(),
             asyncio.timeout(self.timeout),
-            self.engine.begin() as connection,
+            self._connection(begin=True) as connection,
         ):
             yield connection
+
+    def within(self, connection: AsyncConnection) -> SqlConnector:
+        """This connector joined to `connection`'s open transaction, for its reads and writes.
+
+        The caller owns the transaction: it commits or rolls back, and nothing here does.
+        """
+        joined = copy.copy(self)
+        joined._joined = connection
+        return joined
+
+    @asynccontextmanager
+    async def _connection(self, *, begin: bool) -> AsyncIterator[AsyncConnection]:
+        if self._joined is not None:
+            yield self._joined
+        elif begin:
+            async with self.engine.begin() as connection:
+                yield connection
+        else:
+            async with self._read_engine.connect() as connection:
+                yield connection
 
     async def ping(self) -> None:
         """Run `SELECT 1`."""
@@ -171,7 +193,7 @@ class SqlConnector:
             self.stats.call(operation, self.name),
             self._translated_errors(),
             asyncio.timeout(self.timeout),
-            self._read_engine.connect() as connection,
+            self._connection(begin=False) as connection,
         ):
             result = await connection.execute(statement, params)
             return parse(list(result.all()))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import functools
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cached_property
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -77,12 +78,32 @@ class WriteEnv:
     erp: SqlConnector
     crm: HttpConnector
 
-    @cached_property
+    @property
     def erp_tables(self) -> Mapping[str, Table]:
         """The ERP's tables, as they are laid out in its schema."""
-        metadata: MetaData = erp_metadata(self.erp.schema)
-        prefix = f"{self.erp.schema}." if self.erp.schema else ""
-        return {name.removeprefix(prefix): table for name, table in metadata.tables.items()}
+        return _erp_tables(self.erp.schema)
+
+    @asynccontextmanager
+    async def unit(self, entity: str, *, writes: bool) -> AsyncIterator[WriteEnv]:
+        """Where a write to `entity` plans and executes.
+
+        When it goes on to write to the ERP, one ERP transaction holds its reads and its
+        writes (what was validated is what is written, and one connection does it all);
+        the transaction commits when the block ends without an exception. Otherwise
+        reads are statements of their own, as on the read path.
+        """
+        if not writes or entity not in self.erp.entities():
+            yield self
+            return
+        async with self.erp.transaction() as connection:
+            yield replace(self, erp=self.erp.within(connection))
+
+
+@functools.cache
+def _erp_tables(schema: str | None) -> Mapping[str, Table]:
+    metadata: MetaData = erp_metadata(schema)
+    prefix = f"{schema}." if schema else ""
+    return {name.removeprefix(prefix): table for name, table in metadata.tables.items()}
 
 
 async def lock_account(connection: AsyncConnection, env: WriteEnv, customer_id: str) -> None:
