@@ -151,7 +151,8 @@ class Writes:
     async def submit(self, request: WriteRequest, principal: Principal) -> WriteResult:
         """Run one write through every step."""
         kind = _kind(request.kind)
-        action = self._new_action(request, principal)
+        data, problems = _parse(kind, request.input)  # judged at step 2
+        action = self._new_action(request, principal, data)
         # 1. idempotency. A dry run changes nothing, so it claims no key: the same key may
         #    then submit it.
         if request.idempotency_key is not None and not request.dry_run:
@@ -159,7 +160,6 @@ class Writes:
             if not claim.won:
                 return await self._replay(claim.action_id)
         # 2. shape
-        data, problems = _parse(kind, request.input)
         if data is None:
             return await self._finish(action, Status.INVALID, validation=problems)
         # 3. policy
@@ -447,7 +447,8 @@ class Writes:
             )
         approvers: tuple[str, ...] = ()
         if decision.outcome is Outcome.REVIEW and data is not None:
-            probe = _decided(self._new_action(WriteRequest(kind_name, raw), principal), decision)
+            request = WriteRequest(kind_name, raw)
+            probe = _decided(self._new_action(request, principal, data), decision)
             approvers = tuple(
                 approvals.eligible(
                     self._principals.all(), probe, amount=kind.amount(data), policy=self._policy
@@ -457,9 +458,11 @@ class Writes:
 
     # ---- steps -------------------------------------------------------------------------
 
-    def _new_action(self, request: WriteRequest, principal: Principal) -> Action:
+    def _new_action(
+        self, request: WriteRequest, principal: Principal, data: ActionInput | None
+    ) -> Action:
         now = self._clock()
-        raw = _normalized(request.kind, request.input)
+        raw = _normalized(data, request.input)
         return Action(
             id=str(uuid.uuid4()),
             kind=request.kind,
@@ -810,16 +813,14 @@ def _touched(data: ActionInput, plan: Plan) -> list[tuple[str, str]]:
     return touched
 
 
-def _normalized(kind: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The input as its model dumps it, so equal inputs digest equally from any front door."""
-    found = KINDS.get(kind)
-    if found is not None:
-        try:
-            parsed = found.Input.model_validate(_snake_keys(raw))
-            dumped: dict[str, Any] = parsed.model_dump(mode="json")
-            return dumped
-        except ValidationError:
-            pass
+def _normalized(data: ActionInput | None, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The input as its model dumps it, so equal inputs digest equally from any front door.
+
+    An input that did not parse is kept as it came, for the record.
+    """
+    if data is not None:
+        dumped: dict[str, Any] = data.model_dump(mode="json")
+        return dumped
     return {key: value for key, value in raw.items() if value is not None}
 
 

@@ -7,6 +7,7 @@ to approve, expire or retry one action cannot both win.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -113,6 +114,22 @@ _APPROVALS = (
     .order_by(approvals.c.at)
 )
 # Compare-and-set: the WHERE names the revision the change moves from.
+# What a change may alter; everything else is fixed when the action is first stored.
+CHANGING = (
+    "status",
+    "decision",
+    "rule",
+    "reason",
+    "policy_version",
+    "approvals_required",
+    "validation",
+    "diff",
+    "result",
+    "error",
+    "revision",
+    "updated_at",
+    "expires_at",
+)
 SAVE = (
     update(actions)
     .where(
@@ -121,17 +138,19 @@ SAVE = (
             actions.c.revision == bindparam("before_revision"),
         )
     )
-    .values({name: value for name, value in _VALUES.items() if name != "id"})
+    .values({name: _VALUES[name] for name in CHANGING})
 )
 _ADD_APPROVAL = approvals.insert()
 
 
-def row(action: Action) -> dict[str, Any]:
-    """The action as the values of its row."""
-    values = {name: getattr(action, name) for name in _COLUMNS}
+def row(action: Action, names: Sequence[str] = _COLUMNS) -> dict[str, Any]:
+    """The action as the values of its row (of the columns `names`)."""
+    values = {name: getattr(action, name) for name in names}
     for name in _JSON_COLUMNS:
-        values[name] = None if values[name] is None else json.dumps(values[name], default=str)
-    values["status"] = action.status.value
+        if values.get(name) is not None:
+            values[name] = json.dumps(values[name], default=str)
+    if "status" in values:
+        values["status"] = action.status.value
     return values
 
 
@@ -164,8 +183,8 @@ def inserting(action: Action) -> Prelude:
 
 def saving(before: Action, after: Action) -> Prelude:
     """Moving `before` to `after` if nobody changed it in between (else no row changes)."""
-    values = _prefixed(row(replace(after, revision=before.revision + 1)))
-    values["before_id"], values["before_revision"] = values.pop("set_id"), before.revision
+    values = _prefixed(row(replace(after, revision=before.revision + 1), CHANGING))
+    values["before_id"], values["before_revision"] = before.id, before.revision
     return Prelude(SAVE, values)
 
 
