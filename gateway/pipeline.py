@@ -9,9 +9,11 @@
       6. dry run       everything but the execution                        -> DRY_RUN
       7. approval      review: a pending action a human must approve       -> PENDING_APPROVAL
       8. execution     on the system of record; failure leaves it FAILED   -> APPLIED | FAILED
-    Each outcome is saved with its audit event in one transaction. An APPLIED write evicts
-    the changed records from this process's cache at once, and announces them in that same
-    transaction for every other replica to evict (invalidation.py).
+    Steps 4 to 8 of a write that executes run in one ERP transaction (WriteEnv.unit): its
+    plan is read where it writes. Each outcome is saved after that, with its audit event,
+    as one (audit.Prelude: one statement on PostgreSQL). An APPLIED write evicts the
+    changed records from this process's cache at once, and announces them in that same
+    statement for every other replica to evict (invalidation.py).
 
 approve / reject / retry / expire move existing actions on, with the same steps.
 """

@@ -13,8 +13,10 @@ shared machine lands on all of them alike:
     direct      SqlConnector.transaction() running the guarded relative UPDATE of
                 stock_levels that actions/inventory.py executes: one transaction
     governed    Writes.submit(inventory.adjust) as olivia with an idempotency key, APPLIED:
-                key claim, policy, fresh read, rules, the UPDATE, action + audit event
-                (+ the eviction announced to other replicas, on PostgreSQL)
+                three commits: the key claimed with the action (one statement); one ERP
+                transaction reading the record fresh and making the UPDATE; the outcome
+                with its audit event (and, on PostgreSQL, the eviction announced to other
+                replicas: one statement there)
     dry run     the same with dryRun: no key claimed (a dry run changes nothing), no UPDATE
 
 Each writer adjusts its own (sku, location) by +1 and -1 in turn, so stock stays put and
