@@ -75,24 +75,27 @@ class PlaceOrder:
             return Plan.refused(
                 f"unknown customer {data.customer_id}", "customerId", "KNOWN_CUSTOMER"
             )
-        items = await env.erp.read_many("InventoryItem", [line.sku for line in data.lines])
+        skus = [line.sku for line in data.lines]
+        items = await env.erp.read_many("InventoryItem", skus)
+        currency = balance.data["currency"]
+        async with env.erp.transaction() as connection:
+            prices = await list_prices(connection, env, skus, currency)
+            available = await credit_room(connection, env, data.customer_id)
         problems: list[Problem] = []
         reservations: list[dict[str, Any]] = []
         total = Decimal("0.00")
         for index, line in enumerate(data.lines):
-            item = items.get(line.sku)
-            line_problem, reservation = _reserve(index, line, item, balance.data["currency"])
+            price = prices.get(line.sku)
+            line_problem, reservation = _reserve(index, line, items.get(line.sku), price, currency)
             if line_problem:
                 problems.append(line_problem)
                 continue
             assert reservation is not None
-            assert item is not None
+            assert price is not None
             reservations.append(reservation)
-            total += item.data["unit_price"] * line.quantity
-        async with env.erp.transaction() as connection:
-            available = await credit_room(connection, env, data.customer_id)
+            total += price * line.quantity
         if not problems and total > available:
-            problems.append(_over_credit(total, available, balance.data["currency"]))
+            problems.append(_over_credit(total, available, currency))
         after = {
             "customer_id": data.customer_id,
             "status": "open",
@@ -104,7 +107,7 @@ class PlaceOrder:
         plan.context = {
             "total": total,
             "currency": balance.data["currency"],
-            "prices": {sku: item.data["unit_price"] for sku, item in items.items()},
+            "prices": prices,
             "reservations": reservations,
         }
         return plan
@@ -164,6 +167,19 @@ def _over_credit(total: Decimal, available: Decimal, currency: str) -> Problem:
     )
 
 
+async def list_prices(
+    connection: AsyncConnection, env: WriteEnv, skus: list[str], currency: str
+) -> dict[str, Decimal]:
+    """The price list's unit prices in `currency` of those `skus` that have one."""
+    prices = env.erp_tables["item_prices"]
+    rows = await connection.execute(
+        select(prices.c.sku, prices.c.unit_price_cents).where(
+            prices.c.sku.in_(skus), prices.c.currency == currency
+        )
+    )
+    return {row.sku: Decimal(row.unit_price_cents).scaleb(-2) for row in rows}
+
+
 async def credit_room(connection: AsyncConnection, env: WriteEnv, customer_id: str) -> Decimal:
     """Credit limit, less what is owed, less open orders not yet invoiced."""
     balances = table(
@@ -189,16 +205,16 @@ async def credit_room(connection: AsyncConnection, env: WriteEnv, customer_id: s
 
 
 def _reserve(
-    index: int, line: OrderLineInput, item: Record | None, currency: str
+    index: int, line: OrderLineInput, item: Record | None, price: Decimal | None, currency: str
 ) -> tuple[Problem | None, dict[str, Any] | None]:
     field = f"lines.{index}"
     if item is None:
         return Problem(f"unknown SKU {line.sku}", f"{field}.sku", "KNOWN_SKU"), None
     if not item.data["active"]:
         return Problem(f"{line.sku} is no longer sold", f"{field}.sku", "ACTIVE_SKU"), None
-    if item.data["currency"] != currency:
+    if price is None:
         return Problem(
-            f"{line.sku} is priced in {item.data['currency']}, the account in {currency}",
+            f"{line.sku} has no price in {currency}, the account's currency",
             f"{field}.sku",
             "ACCOUNT_CURRENCY",
         ), None

@@ -3,7 +3,7 @@
     build_estate(seed, now)
     ├── locations                      three distribution centres
     ├── customers + accounts           CRM profile and ERP account (currency, terms, credit limit)
-    ├── items + stock_levels           catalogue and per-location stock
+    ├── items + prices + stock_levels  catalogue, price list per currency, per-location stock
     ├── orders (lines)                 placed in the 120 days before `now`
     ├── invoices                       one per shipped or delivered order
     ├── payments                       full, partial or none, by the customer's paying habit
@@ -76,7 +76,7 @@ class Account:
 
 @dataclass(frozen=True)
 class Item:
-    """A catalogue item; prices are in EUR."""
+    """A catalogue item; its own price is in EUR (the price list has every currency)."""
 
     sku: str
     name: str
@@ -165,6 +165,20 @@ class CreditNote:
 
 
 @dataclass(frozen=True)
+class ListPrice:
+    """What one unit of an item costs in one currency: orders are priced from this list."""
+
+    sku: str
+    currency: str
+    unit_price: Decimal
+
+
+def list_price(item: Item, currency: str) -> Decimal:
+    """The item's price in `currency`, at the price list's fixed rate, to the cent."""
+    return (item.unit_price * PRICE_LIST_RATES[currency]).quantize(CENT, ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
 class Estate:
     """Everything the demo ERP and CRM hold, as of `as_of`."""
 
@@ -173,6 +187,7 @@ class Estate:
     customers: tuple[Customer, ...]
     accounts: tuple[Account, ...]
     items: tuple[Item, ...]
+    prices: tuple[ListPrice, ...]
     stock_levels: tuple[StockLevel, ...]
     orders: tuple[Order, ...]
     invoices: tuple[Invoice, ...]
@@ -462,6 +477,11 @@ def build_estate(
         customers=tuple(profile.customer for profile in profiles),
         accounts=tuple(_accounts(rng, profiles, invoices, payments, credit_notes, as_of)),
         items=tuple(items),
+        prices=tuple(
+            ListPrice(item.sku, currency, list_price(item, currency))
+            for item in items
+            for currency in PRICE_LIST_RATES
+        ),
         stock_levels=tuple(_stock_levels(rng, items, as_of)),
         orders=tuple(orders),
         invoices=tuple(invoices),
@@ -609,9 +629,8 @@ def _order(
     placed_at: datetime,
     as_of: datetime,
 ) -> Order:
-    rate = PRICE_LIST_RATES[profile.currency]
     lines = tuple(
-        _order_line(rng, order_id, line_no, item, rate)
+        _order_line(rng, order_id, line_no, item, profile.currency)
         for line_no, item in enumerate(rng.sample(catalogue, rng.randint(1, 5)), start=1)
     )
     status = _order_status(rng, (as_of - placed_at).days)
@@ -629,10 +648,10 @@ def _order(
 
 
 def _order_line(
-    rng: random.Random, order_id: str, line_no: int, item: Item, rate: Decimal
+    rng: random.Random, order_id: str, line_no: int, item: Item, currency: str
 ) -> OrderLine:
     quantity = rng.randint(1, 50)
-    unit_price = (item.unit_price * rate).quantize(CENT, ROUND_HALF_UP)
+    unit_price = list_price(item, currency)
     return OrderLine(order_id, line_no, item.sku, quantity, unit_price, unit_price * quantity)
 
 

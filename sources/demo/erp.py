@@ -137,6 +137,13 @@ def _catalogue_tables(metadata: MetaData, prefix: str) -> None:
         Column("updated_at", DateTime(timezone=True), nullable=False),
     )
     Table(
+        "item_prices",  # the price list: an order is priced in its account's currency
+        metadata,
+        Column("sku", String(32), ForeignKey(f"{prefix}items.sku"), primary_key=True),
+        Column("currency", String(3), primary_key=True),
+        Column("unit_price_cents", BigInteger, nullable=False),
+    )
+    Table(
         "stock_levels",
         metadata,
         Column("sku", String(32), ForeignKey(f"{prefix}items.sku"), nullable=False),
@@ -278,6 +285,7 @@ def _rows(estate: Estate) -> dict[str, list[dict[str, Any]]]:
         "locations": estate.locations,
         "accounts": estate.accounts,
         "items": estate.items,
+        "item_prices": estate.prices,
         "stock_levels": estate.stock_levels,
         "orders": estate.orders,
         "order_lines": [line for order in estate.orders for line in order.lines],

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import column, select, table
+from sqlalchemy import column, delete, select, table
 
 from gateway.actions.store import Status
 from gateway.pipeline import ActionError, WriteResult
@@ -75,8 +75,10 @@ async def reservations_of(services: Services, order_id: str) -> set[tuple[str, s
     return {(r.sku, r.location, r.quantity) for r in await erp_rows(services, query)}
 
 
-async def eur_customers_by_credit(services: Services) -> list[tuple[str, Decimal]]:
-    """EUR customers with available credit, most first."""
+async def customers_by_credit(
+    services: Services, currency: str = "EUR"
+) -> list[tuple[str, Decimal]]:
+    """Customers whose account is in `currency` with available credit, most first."""
     balances = table(
         "customer_balances",
         column("customer_id"),
@@ -86,7 +88,7 @@ async def eur_customers_by_credit(services: Services) -> list[tuple[str, Decimal
     )
     query = (
         select(balances.c.customer_id, balances.c.available_credit_cents)
-        .where(balances.c.currency == "EUR", balances.c.available_credit_cents > 0)
+        .where(balances.c.currency == currency, balances.c.available_credit_cents > 0)
         .order_by(balances.c.available_credit_cents.desc(), balances.c.customer_id)
     )
     return [
@@ -117,7 +119,7 @@ def field_names(result: WriteResult) -> list[str | None]:
 async def test_place_order_by_storefront_reserves_stock_and_is_applied(
     governed: Services,
 ) -> None:
-    (customer, _), *_ = await eur_customers_by_credit(governed)
+    (customer, _), *_ = await customers_by_credit(governed)
     stocked = await levels(governed)
     by_sku: dict[str, list[Level]] = {}
     for level in stocked:
@@ -188,6 +190,63 @@ async def test_place_order_by_storefront_reserves_stock_and_is_applied(
     assert events[0].payload["result"] == {"order_id": order_id}
 
 
+async def list_price(services: Services, sku: str, currency: str) -> Decimal:
+    prices = erp_tables(services)["item_prices"]
+    query = select(prices.c.unit_price_cents).where(
+        prices.c.sku == sku, prices.c.currency == currency
+    )
+    (row,) = await erp_rows(services, query)
+    return Decimal(row.unit_price_cents).scaleb(-2)
+
+
+async def test_place_order_for_a_gbp_account_is_priced_from_the_gbp_price_list(
+    governed: Services,
+) -> None:
+    (customer, _), *_ = await customers_by_credit(governed, "GBP")
+    level = next(lv for lv in await levels(governed) if lv.available >= 4)
+    price = await list_price(governed, level.sku, "GBP")
+    assert price == (level.unit_price * Decimal("0.86")).quantize(Decimal("0.01"))
+    line = {"sku": level.sku, "quantity": 4, "location": level.location}
+
+    result = await submit(
+        governed, "order.place", {"customer_id": customer, "lines": [line]}, principal="storefront"
+    )
+
+    assert result.status is Status.APPLIED, result.errors
+    assert result.action is not None
+    assert result.action.result is not None
+    order = await erp_connector(governed).read("Order", result.action.result["order_id"])
+    assert order is not None
+    assert (order.data["currency"], order.data["total"]) == ("GBP", price * 4)
+    assert [ln["unit_price"] for ln in order.data["lines"]] == [price]
+
+
+async def test_place_order_of_an_item_without_a_price_in_the_account_currency_is_invalid(
+    governed: Services,
+) -> None:
+    (customer, _), *_ = await customers_by_credit(governed, "GBP")
+    level = next(lv for lv in await levels(governed) if lv.available >= 1)
+    prices = erp_tables(governed)["item_prices"]
+    async with erp_connector(governed).transaction() as connection:
+        await connection.execute(
+            delete(prices).where(prices.c.sku == level.sku, prices.c.currency == "GBP")
+        )
+    before = await erp_state(governed)
+    line = {"sku": level.sku, "quantity": 1}
+
+    result = await submit(
+        governed, "order.place", {"customer_id": customer, "lines": [line]}, principal="storefront"
+    )
+
+    assert result.status is Status.INVALID
+    assert [(e.field, e.message) for e in result.errors] == [
+        ("lines.0.sku", f"{level.sku} has no price in GBP, the account's currency")
+    ]
+    assert result.action is not None
+    assert result.action.validation[0]["rule"] == "ACCOUNT_CURRENCY"
+    assert await erp_state(governed) == before
+
+
 @dataclass(frozen=True)
 class Facts:
     """What the invalid cases are built from, found in this test's ERP."""
@@ -202,7 +261,7 @@ class Facts:
 
 
 async def facts(services: Services) -> Facts:
-    customers = await eur_customers_by_credit(services)
+    customers = await customers_by_credit(services)
     stocked = await levels(services)
     level = stocked[0]
     best = max(lv.available for lv in stocked if lv.sku == level.sku)
@@ -292,7 +351,7 @@ async def test_place_order_over_credit_names_the_credit_rule(governed: Services)
 
 async def place(services: Services, quantity: int = 4) -> tuple[str, Level]:
     """Place an order for one line through the pipeline; its id and the level it reserved."""
-    (customer, _), *_ = await eur_customers_by_credit(services)
+    (customer, _), *_ = await customers_by_credit(services)
     level = next(lv for lv in await levels(services) if lv.available >= quantity)
     line = {"sku": level.sku, "quantity": quantity, "location": level.location}
     result = await submit(
