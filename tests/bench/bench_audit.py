@@ -1,6 +1,6 @@
 """Cost of one audit append as the trail grows: 1,000 events against 100,000.
 
-    python tests/bench/bench_audit.py [--appends N] [--small N] [--large N] [--rounds R]
+    python -m tests.bench.bench_audit [--appends N] [--small N] [--large N] [--rounds R]
                                       [--no-postgres]
 
 For each backend (a SQLite file; a fresh schema on the PostgreSQL server at 127.0.0.1:5432,
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,8 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.audit import AuditEvent, AuditTrail, StoredEvent
 from gateway.database import audit_events, audit_head, create_engine, create_schema
+from tests.factories import POSTGRES_URL, postgres_reachable
 
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 RATIO_TARGET = 1.5  # median append at the large trail over the small one, at most
 FILL_CHUNK = 5000  # rows per executemany
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -190,15 +189,6 @@ async def run(args: argparse.Namespace) -> tuple[list[tuple[Timings, Timings]], 
     return results, intact
 
 
-def postgres_reachable() -> bool:
-    """True when something answers on PostgreSQL's port."""
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def report(results: list[tuple[Timings, Timings]], args: argparse.Namespace) -> bool:
     """Print the table and the command; True when every backend meets the target."""
     small, large = f"@{args.small:,}", f"@{args.large:,}"
@@ -220,7 +210,7 @@ def report(results: list[tuple[Timings, Timings]], args: argparse.Namespace) -> 
     print(
         f"\ntarget: median ratio <= {RATIO_TARGET}  {'PASS' if ok else 'FAIL'}\n"
         "Reproduce from the repository root with:\n"
-        f"  python tests/bench/bench_audit.py --appends {args.appends} --small {args.small}"
+        f"  python -m tests.bench.bench_audit --appends {args.appends} --small {args.small}"
         f" --large {args.large} --rounds {args.rounds}{'' if args.postgres else ' --no-postgres'}"
     )
     return ok

@@ -1,6 +1,6 @@
 """Read-path latency and throughput of the gateway over the demo estate.
 
-    python tests/bench/bench_reads.py [--requests N] [--concurrency C] [--rounds R]
+    python -m tests.bench.bench_reads [--requests N] [--concurrency C] [--rounds R]
 
 Starts the demo estate (ERP SQLite file, CRM process) and `gatehouse serve` in a separate
 process, so the load generator here does not share a GIL with the server. Every scenario
@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -36,14 +35,14 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 import httpx
 
 from gateway.connectors import build_connectors
 from gateway.demo import CONFIG_TEMPLATE, DemoEstate, running_estate
 from sources.errors import SourceError
+from tests.bench import unwind_on_sigterm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PRINCIPAL = "olivia"
@@ -335,7 +334,7 @@ def report(results: list[Result], args: argparse.Namespace) -> bool:
     print(
         f"\nconcurrency {args.concurrency}, {args.rounds} interleaved rounds,"
         f" {os.cpu_count()} CPUs. Reproduce from the repository root with:\n"
-        f"  python tests/bench/bench_reads.py --requests {args.requests}"
+        f"  python -m tests.bench.bench_reads --requests {args.requests}"
         f" --concurrency {args.concurrency} --rounds {args.rounds} --nested {args.nested}"
     )
     return ok_throughput and ok_latency and not failed
@@ -359,14 +358,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C does, so the `finally`s stop the gateway and the CRM.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    unwind_on_sigterm()
     started = time.monotonic()
     try:
         with (

@@ -1,6 +1,6 @@
 """Governed write throughput next to the same write made directly through the connector.
 
-    python tests/bench/bench_writes.py [--writes N] [--concurrency C] [--rounds R]
+    python -m tests.bench.bench_writes [--writes N] [--concurrency C] [--rounds R]
                                        [--no-postgres]
 
 For each backend (SQLite files; a fresh database on the PostgreSQL server at 127.0.0.1:5432,
@@ -38,8 +38,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -49,8 +47,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import NoReturn
 
 from sqlalchemy import and_, text, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -68,8 +64,9 @@ from gateway.services import Services
 from gateway.settings import Settings
 from sources.demo import build_estate, create_erp
 from sources.errors import SourceError
+from tests.bench import unwind_on_sigterm
+from tests.factories import POSTGRES_URL, postgres_reachable
 
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 RATIO_TARGET = 1 / 3  # governed writes/s over direct writes/s, at least
 PRINCIPAL = "olivia"  # ops-manager: adjustments up to 1000 units apply without review
 WARM_UP = 20  # writes per scenario and writer count before measuring
@@ -285,15 +282,6 @@ async def run(estate: DemoEstate, args: argparse.Namespace) -> tuple[list[Result
     return results, problems
 
 
-def postgres_reachable() -> bool:
-    """True when something answers on PostgreSQL's port."""
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def report(results: list[Result], args: argparse.Namespace) -> bool:
     """Print the table, the targets and the command; True when every target is met."""
     direct = {(r.backend, r.writers): r for r in results if r.scenario == "direct"}
@@ -323,7 +311,7 @@ def report(results: list[Result], args: argparse.Namespace) -> bool:
         f"\ntarget: governed writes/s >= 1/3 of direct writes/s  {'PASS' if ok else 'FAIL'}\n"
         f"{args.rounds} interleaved rounds, {os.cpu_count()} CPUs."
         " Reproduce from the repository root with:\n"
-        f"  python tests/bench/bench_writes.py --writes {args.writes}"
+        f"  python -m tests.bench.bench_writes --writes {args.writes}"
         f" --concurrency {args.concurrency} --rounds {args.rounds}"
         f"{'' if args.postgres else ' --no-postgres'}"
     )
@@ -343,14 +331,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C does, so the `finally`s drop the database and stop the CRM.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    unwind_on_sigterm()
     started = time.monotonic()
     try:
         with (
