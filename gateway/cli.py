@@ -21,7 +21,7 @@ from gateway.actions import KINDS
 from gateway.app import build_services, create_app, start
 from gateway.audit import AuditTrail
 from gateway.config import load_config
-from gateway.database import create_engine
+from gateway.database import SchemaOutdated, create_engine, create_schema
 from gateway.demo import running_estate, write_keys_file
 from gateway.errors import ConfigError, InvalidArgument, Unauthenticated
 from gateway.logs import configure_logging
@@ -146,6 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     with running_estate(args.state_dir) as estate:
         database = (args.state_dir / "gatehouse.db").resolve()
+        _set_aside_if_outdated(database)
         settings = Settings(
             host=args.host, port=args.port, database_url=f"sqlite+aiosqlite:///{database}"
         )
@@ -156,6 +157,26 @@ def _demo(args: argparse.Namespace) -> int:
         print(_banner(base, estate.crm.url, estate.erp_url, estate.keys, keys_file), flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _set_aside_if_outdated(database: Path) -> None:
+    """The demo's ERP is seeded afresh on each start: an outdated gateway file is moved aside."""
+    if not database.exists():
+        return
+
+    async def check() -> None:
+        engine = create_engine(f"sqlite+aiosqlite:///{database}")
+        try:
+            await create_schema(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(check())
+    except SchemaOutdated as outdated:
+        kept = database.with_name(f"{database.name}.{datetime.now(UTC):%Y%m%dT%H%M%S}.old")
+        database.rename(kept)
+        print(f"{outdated}.\nThe demo moved it to {kept} and starts a new one.", flush=True)
 
 
 def _banner(base: str, crm: str, erp: str, keys: dict[str, str], keys_file: Path) -> str:
