@@ -102,7 +102,11 @@ class SqlConnector:
 
     async def read(self, entity: str, key: str) -> Record | None:
         """One record by key, or None."""
-        return (await self.read_many(entity, [key])).get(key)
+        mapping = self._entities[entity]
+        records = await self._fetch(
+            "read", _read_one(mapping), lambda rows: self._records(mapping, rows), {"key": key}
+        )
+        return records[0] if records else None
 
     async def read_many(self, entity: str, keys: Sequence[str]) -> dict[str, Record]:
         """The records that exist among `keys`, in one statement."""
@@ -277,6 +281,16 @@ def _table(
     # clauses for one table in a statement would put it twice in FROM.
     names = dict.fromkeys([*(mapping.at for mapping in fields), *extra])
     return table(name, *(column(name) for name in names), schema=schema)
+
+
+@functools.cache
+def _read_one(mapping: SqlEntity) -> Select[Any]:
+    """The record whose key is the `key` parameter, with its children: built once per entity.
+
+    Not `_read_many` with one key: an expanding IN is rendered anew on every execution.
+    """
+    key = _column(mapping, mapping.key) == bindparam("key")
+    return _with_children(mapping, _parent_select(mapping).where(key))
 
 
 @functools.cache
