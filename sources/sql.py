@@ -146,13 +146,17 @@ class SqlConnector:
         """One transaction on the database, committed on success, under the call timeout.
 
         Database failures inside it become SourceErrors; any other exception rolls it back
-        and propagates unchanged. Within `within`'s transaction, it is that one.
+        and propagates unchanged. Within `within`'s transaction, it is that one, which
+        counts, times and translates already.
         """
+        if self._joined is not None:
+            yield self._joined
+            return
         async with (
             self.stats.call("transaction", self.name),
             self._translated_errors(),
             asyncio.timeout(self.timeout),
-            self._connection(begin=True) as connection,
+            self.engine.begin() as connection,
         ):
             yield connection
 
@@ -166,12 +170,10 @@ class SqlConnector:
         return joined
 
     @asynccontextmanager
-    async def _connection(self, *, begin: bool) -> AsyncIterator[AsyncConnection]:
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        """The joined transaction's connection, or one of the pool's for a lone statement."""
         if self._joined is not None:
             yield self._joined
-        elif begin:
-            async with self.engine.begin() as connection:
-                yield connection
         else:
             async with self._read_engine.connect() as connection:
                 yield connection
@@ -197,7 +199,7 @@ class SqlConnector:
             self.stats.call(operation, self.name),
             self._translated_errors(),
             asyncio.timeout(self.timeout),
-            self._connection(begin=False) as connection,
+            self._connection() as connection,
         ):
             result = await connection.execute(statement, params)
             return parse(list(result.all()))

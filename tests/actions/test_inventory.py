@@ -11,7 +11,7 @@ from gateway.actions.store import Status
 from gateway.config import GatewayConfig, WritesConfig
 from gateway.services import Services
 from tests.actions.conftest import Backend, running
-from tests.factories import as_principal, stock, submit
+from tests.factories import as_principal, erp_connector, stock, submit
 
 SKU, LOCATION = "SKU-0001", "WH-AMS"
 
@@ -35,6 +35,15 @@ async def test_adjust_within_agent_limit_is_applied_and_audited(governed: Servic
     assert events[0].payload["decision"]["rule"] == "RESTOCK_WITHIN_LIMIT"
     assert events[0].payload["diff"]["after"]["on_hand"] == after["on_hand"]
     assert (await governed.audit.verify()).ok
+
+
+async def test_adjust_costs_the_erp_one_read_and_one_transaction(governed: Services) -> None:
+    erp = erp_connector(governed)
+    before = dict(erp.stats.by_operation)
+    result = await submit(governed, "inventory.adjust", adjust(3), principal="olivia")
+    assert result.status is Status.APPLIED, result.errors
+    made = {op: n - before.get(op, 0) for op, n in erp.stats.by_operation.items()}
+    assert {op: n for op, n in made.items() if n} == {"transaction": 1, "read": 1}
 
 
 async def test_adjust_over_agent_limit_waits_for_a_human_approver(governed: Services) -> None:
