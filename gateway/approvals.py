@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
 from gateway.actions.store import Action
-from gateway.authz import Policy
+from gateway.authz import Outcome, Policy
 from gateway.config import PrincipalKind
 from gateway.principals import Principal
 
@@ -47,6 +47,13 @@ def eligible(
     """The principals who could approve `action` now."""
     return sorted(
         p.id for p in principals if refusal(p, action, amount=amount, policy=policy) is None
+    )
+
+
+def awaited(action: Action) -> bool:
+    """Whether the action, decided `review`, still lacks approvals that count."""
+    return action.decision == Outcome.REVIEW and valid_approvals(action) < max(
+        1, action.approvals_required
     )
 
 

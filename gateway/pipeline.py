@@ -201,7 +201,7 @@ class Writes:
 
         A write that goes on to execute plans inside the transaction it writes in.
         """
-        writes = not dry_run and not self._awaits_approval(action)
+        writes = not dry_run and not approvals.awaited(action)
         try:
             async with self._env.unit(kind.entity, writes=writes) as env:
                 # 4. plan
@@ -220,7 +220,7 @@ class Writes:
                 if dry_run:
                     return _Found(action, Status.DRY_RUN, freshness=freshness)
                 # 7. approval
-                if self._awaits_approval(action):
+                if approvals.awaited(action):
                     expires = self._clock() + timedelta(seconds=self._config.writes.approval_ttl)
                     return _Found(
                         action, Status.PENDING_APPROVAL, expires_at=expires, freshness=freshness
@@ -240,11 +240,6 @@ class Writes:
             return _Found(action, Status.FAILED, error=str(error), errors=[failure])
         evicted = self._evict(kind, data, plan)
         return _Found(action, Status.APPLIED, result=result, evicted=evicted)
-
-    def _awaits_approval(self, action: Action) -> bool:
-        return action.decision == Outcome.REVIEW and approvals.valid_approvals(action) < max(
-            1, action.approvals_required
-        )
 
     def _conflict(self, action: Action, plan: Plan) -> WriteError | None:
         expected = action.expected_version
@@ -313,7 +308,7 @@ class Writes:
             self._clock(),
         )
         action = await self._record_verdict(action, verdict)
-        if approvals.valid_approvals(action) < max(1, action.approvals_required):
+        if approvals.awaited(action):
             await self._audit_event(
                 action,
                 "action.approval_recorded",

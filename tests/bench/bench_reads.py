@@ -40,9 +40,9 @@ from typing import IO, Any
 import httpx
 
 from gateway.connectors import build_connectors
-from gateway.demo import CONFIG_TEMPLATE, DemoEstate, running_estate
+from gateway.demo import CONFIG_TEMPLATE, DemoEstate
 from sources.errors import SourceError
-from tests.bench import unwind_on_sigterm
+from tests.bench import bench_estate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PRINCIPAL = "olivia"
@@ -360,15 +360,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C does, so the `finally`s stop the gateway and the CRM.
-    unwind_on_sigterm()
     started = time.monotonic()
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="gatehouse-bench-") as state_dir,
-            running_estate(Path(state_dir)) as estate,
-            gateway_process(estate) as url,
-        ):
+        with bench_estate("gatehouse-bench-reads-") as estate, gateway_process(estate) as url:
             print(f"demo estate and gateway up in {time.monotonic() - started:.1f} s; measuring")
             results = asyncio.run(run(estate, url, args))
     except KeyboardInterrupt:

@@ -40,13 +40,11 @@ import itertools
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy import and_, text, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -56,7 +54,7 @@ from gateway.actions.base import utcnow
 from gateway.actions.store import Status
 from gateway.app import build_services, start, write_env
 from gateway.config import load_config
-from gateway.demo import CONFIG_TEMPLATE, DemoEstate, running_estate
+from gateway.demo import CONFIG_TEMPLATE, DemoEstate
 from gateway.errors import GatehouseError
 from gateway.invalidation import Listener
 from gateway.pipeline import WriteRequest
@@ -64,7 +62,7 @@ from gateway.services import Services
 from gateway.settings import Settings
 from sources.demo import build_estate, create_erp
 from sources.errors import SourceError
-from tests.bench import unwind_on_sigterm
+from tests.bench import bench_estate
 from tests.factories import POSTGRES_URL, postgres_reachable
 
 RATIO_TARGET = 1 / 3  # governed writes/s over direct writes/s, at least
@@ -333,14 +331,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C does, so the `finally`s drop the database and stop the CRM.
-    unwind_on_sigterm()
     started = time.monotonic()
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="gatehouse-bench-writes-") as state_dir,
-            running_estate(Path(state_dir)) as estate,
-        ):
+        with bench_estate("gatehouse-bench-writes-") as estate:
             results, problems = asyncio.run(run(estate, args))
     except KeyboardInterrupt:
         print("interrupted; the database is dropped and the CRM stopped", file=sys.stderr)
