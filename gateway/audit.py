@@ -270,13 +270,19 @@ class StoredEvent:
         placed = replace(self, seq=seq, prev_hash=prev_hash)
         return replace(placed, hash=placed.computed_hash())
 
-    def hash_parts(self) -> tuple[str, str]:
-        """The canonical JSON the hash covers, before and after the seq's digits."""
-        marker = f"seq-{uuid.uuid4().hex}"  # cannot occur in the event: it is new
-        document = {**self.document(), "seq": marker}
-        before, found, after = canonical_json(document).rpartition(f'"{marker}"')
-        if not found:
-            raise AssertionError("the seq marker vanished from the canonical JSON")
+    def hash_parts(self, payload_json: str) -> tuple[str, str]:
+        """The canonical JSON the hash covers, before and after the seq's digits.
+
+        `payload_json` is the payload's canonical JSON, which the caller has made already:
+        spliced in where the payload goes, it reads as if the whole were serialized.
+        """
+        marker = f'"{uuid.uuid4().hex}"'  # cannot occur in the event: it is new
+        document = {**self.document(), "payload": marker[1:-1], "seq": marker[1:-1]}
+        # Keys are sorted: the payload's marker comes first, the seq's last.
+        head, found, after = canonical_json(document).rpartition(marker)
+        before = head.replace(marker, payload_json, 1)
+        if not found or before == head:
+            raise AssertionError("a marker vanished from the canonical JSON")
         return before, after
 
     @classmethod
@@ -300,10 +306,10 @@ class StoredEvent:
         """The hash this event's fields and prev_hash call for."""
         return chain_hash(self.prev_hash, self.document())
 
-    def as_row(self) -> dict[str, Any]:
-        """The `audit_events` row for this event."""
+    def as_row(self, payload_json: str | None = None) -> dict[str, Any]:
+        """The `audit_events` row for this event (`payload_json`: its payload's, if made)."""
         values = {name: getattr(self, name) for name in EXPORT_COLUMNS}
-        return {**values, "payload": canonical_json(self.payload)}
+        return {**values, "payload": payload_json or canonical_json(self.payload)}
 
 
 @dataclass(frozen=True)
@@ -351,8 +357,9 @@ class AuditTrail:
         self, connection: AsyncConnection, event: AuditEvent, prelude: Prelude | None
     ) -> StoredEvent | None:
         unchained = StoredEvent.unchained(event, id=str(uuid.uuid4()), at=self._clock())
-        row = unchained.as_row()
-        before, after = unchained.hash_parts()
+        payload_json = canonical_json(unchained.payload)
+        row = unchained.as_row(payload_json)
+        before, after = unchained.hash_parts(payload_json)
         params = {f"event_{name}": row[name] for name in _EVENT_FIELDS}
         params.update(chain_before=before, chain_after=after)
         if connection.dialect.name == "postgresql":

@@ -2,6 +2,7 @@
 
     submit(request, principal)
       1. idempotency   same key + same input -> the first result, never a second execution
+                       (the key is claimed while steps 2 to 4 run: _Claiming)
       2. shape         pydantic: field-level messages                     -> INVALID
       3. policy        Casbin: allow | deny | review, with the rule        -> DENIED
       4. plan          fresh state via the connector, business rules, diff -> INVALID
@@ -25,7 +26,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -53,6 +54,50 @@ from sources.sql import single_statement_engine
 MASK = "***"
 
 log = logging.getLogger("gatehouse.writes")
+
+
+class _KeyHeld(Exception):
+    """The request's idempotency key is held by an earlier action, whose result it gets."""
+
+    def __init__(self, action_id: str) -> None:
+        super().__init__(action_id)
+        self.action_id = action_id
+
+
+class _Claiming:
+    """A request's idempotency key being claimed while its write decides and reads.
+
+    The claim stores the action as its first revision; `held` waits for it, and is
+    where the write learns whether the key is its own.
+    """
+
+    def __init__(self, claim: Coroutine[Any, Any, tuple[idempotency.Claim, Action]] | None):
+        self._task = None if claim is None else asyncio.ensure_future(claim)
+
+    async def held(self, action: Action) -> Action:
+        """`action` as its won claim stored it; _KeyHeld when an earlier action holds the key."""
+        if self._task is None:
+            return action
+        claim, stored = await self._task
+        if not claim.won:
+            raise _KeyHeld(claim.action_id)
+        return replace(
+            action,
+            revision=stored.revision,
+            request_digest=stored.request_digest,
+            key_held_until=stored.key_held_until,
+        )
+
+    async def settled(self) -> None:
+        """Wait for the claim to end, whatever became of the write; its error is the write's."""
+        if self._task is not None:
+            if not self._task.done():
+                await asyncio.wait([self._task])
+            if not self._task.cancelled():
+                self._task.exception()  # seen, when the write failed before it asked
+
+
+_UNKEYED = _Claiming(None)  # a write that claims no key: approvals, retries, dry runs
 
 
 class ActionError(GatehouseError):
@@ -155,33 +200,64 @@ class Writes:
         kind = _kind(request.kind)
         data, problems = _parse(kind, request.input)  # judged at step 2
         action = self._new_action(request, principal, data)
-        # 1. idempotency. A dry run changes nothing, so it claims no key: the same key may
-        #    then submit it.
-        if request.idempotency_key is not None and not request.dry_run:
-            claim, action = await self._claim(action, request)
-            if not claim.won:
-                return await self._replay(claim.action_id)
+        # 1. idempotency. The claim's round trip overlaps steps 2 to 4; nothing executes
+        #    and no outcome is saved before it is won. A dry run changes nothing, so it
+        #    claims no key: the same key may then submit it.
+        keyed = request.idempotency_key is not None and not request.dry_run
+        claiming = _Claiming(self._claim(action, request)) if keyed else _UNKEYED
+        try:
+            if self._engine.dialect.name != "postgresql":
+                # aiosqlite runs each database's statements on a thread of its own: run
+                # side by side, the two threads cost more than the overlap saves.
+                action = await claiming.held(action)
+            return await self._decide(request, principal, kind, data, problems, action, claiming)
+        except _KeyHeld as held:
+            return await self._replay(held.action_id)
+        finally:
+            await claiming.settled()
+
+    async def _decide(
+        self,
+        request: WriteRequest,
+        principal: Principal,
+        kind: ActionKind,
+        data: ActionInput | None,
+        problems: list[Problem],
+        action: Action,
+        claiming: _Claiming,
+    ) -> WriteResult:
+        """Steps 2 and 3, then on to the rest."""
         # 2. shape
         if data is None:
-            return await self._finish(action, Status.INVALID, validation=problems)
+            return await self._finish(
+                action, Status.INVALID, validation=problems, claiming=claiming
+            )
         # 3. policy
         with tracer().start_as_current_span("write policy"):
             decision = self._policy.decide(principal, kind.kind, "write", kind.policy_input(data))
         action = _decided(action, decision)
         if decision.outcome is Outcome.DENY:
-            return await self._finish(action, Status.DENIED)
+            return await self._finish(action, Status.DENIED, claiming=claiming)
         if request.expected_version is not None and kind.creates:
             problem = Problem(
                 "expectedVersion applies to writes to an existing record", "expectedVersion"
             )
-            return await self._finish(action, Status.INVALID, validation=[problem])
-        return await self._proceed(action, kind, data, dry_run=request.dry_run)
+            return await self._finish(
+                action, Status.INVALID, validation=[problem], claiming=claiming
+            )
+        return await self._proceed(action, kind, data, dry_run=request.dry_run, claiming=claiming)
 
     async def _proceed(
-        self, action: Action, kind: ActionKind, data: ActionInput, *, dry_run: bool
+        self,
+        action: Action,
+        kind: ActionKind,
+        data: ActionInput,
+        *,
+        dry_run: bool,
+        claiming: _Claiming = _UNKEYED,
     ) -> WriteResult:
         """Steps 4 to 8, then the outcome saved (after the system of record committed)."""
-        found = await self._run(action, kind, data, dry_run=dry_run)
+        found = await self._run(action, kind, data, dry_run=dry_run, claiming=claiming)
         return await self._finish(
             found.action,
             found.status,
@@ -192,10 +268,17 @@ class Writes:
             expires_at=found.expires_at,
             freshness=found.freshness,
             evicted=found.evicted,
+            claiming=claiming,
         )
 
     async def _run(
-        self, action: Action, kind: ActionKind, data: ActionInput, *, dry_run: bool
+        self,
+        action: Action,
+        kind: ActionKind,
+        data: ActionInput,
+        *,
+        dry_run: bool,
+        claiming: _Claiming,
     ) -> _Found:
         """Steps 4 to 8: plan, precondition, dry run, approval, execution; nothing saved.
 
@@ -225,7 +308,8 @@ class Writes:
                     return _Found(
                         action, Status.PENDING_APPROVAL, expires_at=expires, freshness=freshness
                     )
-                # 8. execution
+                # 8. execution, once the key is ours (else _KeyHeld rolls the unit back)
+                action = await claiming.held(action)
                 key = action.idempotency_key or action.id
                 with tracer().start_as_current_span("write execution"):
                     result = await kind.execute(data, plan, env, idempotency_key=key)
@@ -606,7 +690,9 @@ class Writes:
         actor: Principal | None = None,
         extra: Mapping[str, Any] | None = None,
         evicted: Sequence[tuple[str, str]] = (),
+        claiming: _Claiming = _UNKEYED,
     ) -> WriteResult:
+        action = await claiming.held(action)  # no outcome is saved before the key is ours
         finished = replace(
             action,
             status=status,
@@ -671,7 +757,7 @@ class Writes:
         """
         saved = replace(after, revision=before.revision + 1)
         audited = self._event(saved, event, actor, extra)
-        change = store.inserting(saved) if before.revision == 0 else store.saving(before, after)
+        change = store.inserting(saved) if before.revision == 0 else store.saving(before, saved)
         change = invalidation.announcing(change, evicted, self._engine.dialect.name)
         with tracer().start_as_current_span("write audit", attributes={"gatehouse.event": event}):
             appended = await self._audit.append(audited, prelude=change)

@@ -7,6 +7,7 @@ first app the process builds; `tracer()` is what the rest of the code uses.
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 
@@ -49,8 +50,9 @@ def add_processor(processor: SpanProcessor) -> None:
     configure_tracing(otlp_endpoint=None).add_span_processor(processor)
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
-    """The gateway's tracer."""
+    """The gateway's tracer (one made before tracing is configured forwards to it after)."""
     return trace.get_tracer("gatehouse")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -182,8 +182,13 @@ def inserting(action: Action) -> Prelude:
 
 
 def saving(before: Action, after: Action) -> Prelude:
-    """Moving `before` to `after` if nobody changed it in between (else no row changes)."""
-    values = _prefixed(row(replace(after, revision=before.revision + 1), CHANGING))
+    """Moving `before` to `after`, its next revision, if nobody changed it in between.
+
+    Else no row changes.
+    """
+    if after.revision != before.revision + 1:
+        raise ValueError(f"revision {after.revision} does not follow {before.revision}")
+    values = _prefixed(row(after, CHANGING))
     values["before_id"], values["before_revision"] = before.id, before.revision
     return Prelude(SAVE, values)
 

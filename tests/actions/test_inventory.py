@@ -9,6 +9,7 @@ import pytest
 
 from gateway.actions.store import Status
 from gateway.config import GatewayConfig, WritesConfig
+from gateway.idempotency import IdempotencyKeyReused
 from gateway.services import Services
 from tests.actions.conftest import Backend, running
 from tests.factories import as_principal, erp_connector, stock, submit
@@ -167,6 +168,24 @@ async def test_adjust_concurrent_same_key_executes_once(governed: Services) -> N
     assert {r.status for r in results} == {Status.APPLIED}
     assert len({r.action.id for r in results if r.action}) == 1
     assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + 3
+
+
+async def test_adjust_concurrent_same_key_other_input_applies_one_refuses_other(
+    governed: Services,
+) -> None:
+    # Both read in an open ERP transaction while their claims race: the loser's rolls back.
+    before = await stock(governed, SKU, LOCATION)
+    results = await asyncio.gather(
+        *(submit(governed, "inventory.adjust", adjust(n), key="k-mixed") for n in (3, 4)),
+        return_exceptions=True,
+    )
+    applied = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, IdempotencyKeyReused)]
+    assert len(applied) == len(refused) == 1
+    assert applied[0].status is Status.APPLIED
+    assert applied[0].action is not None
+    delta = applied[0].action.input["delta"]
+    assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + delta
 
 
 @pytest.fixture
