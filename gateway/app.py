@@ -103,14 +103,19 @@ async def start(services: Services) -> None:
     await create_schema(services.engine)
 
 
-async def _watch_policy(services: Services, every: float = 2.0) -> None:
-    """Pick up edited policy files without a restart."""
+async def housekeeping(services: Services, every: float = 2.0) -> None:
+    """Pick up edited policy files without a restart, and expire pending actions when due.
+
+    Reading or approving actions expires the due ones too; this records an expiry in the
+    audit trail on time when nobody looks.
+    """
     while True:
         await asyncio.sleep(every)
-        try:
-            await services.writes.refresh_policy()
-        except Exception:
-            log.exception("policy refresh failed")
+        for chore in (services.writes.refresh_policy, services.writes.expire_due):
+            try:
+                await chore()
+            except Exception:
+                log.exception("housekeeping: %s failed", chore.__name__)
 
 
 async def refresh_gauges(services: Services) -> None:
@@ -162,13 +167,13 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
         services = build_services(settings, config)
         await start(services)
         app.state.services = services
-        watcher = asyncio.create_task(_watch_policy(services))
+        chores = asyncio.create_task(housekeeping(services))
         evictions = Listener(services.engine, services.reads)
         try:
             async with evictions.running(), mcp.run():
                 yield
         finally:
-            watcher.cancel()
+            chores.cancel()
             await services.close()
 
     app = FastAPI(title="Gatehouse", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -469,14 +469,20 @@ class Writes:
         return await self._proceed(executing, kind, data, dry_run=False)
 
     async def expire_due(self) -> int:
-        """Move pending actions past their expiry to EXPIRED; how many moved."""
+        """Move pending actions past their expiry to EXPIRED; how many this call moved."""
         async with self._engine.connect() as connection:
             due = await store.due_for_expiry(connection, self._clock())
+        moved = 0
         for action_id in due:
             action = await self.get(action_id)
-            if action is not None and action.status is Status.PENDING_APPROVAL:
+            if action is None or action.status is not Status.PENDING_APPROVAL:
+                continue
+            try:
                 await self._finish(action, Status.EXPIRED, error="approval window passed")
-        return len(due)
+            except ActionError:  # another request or replica moved it meanwhile
+                continue
+            moved += 1
+        return moved
 
     async def get(self, action_id: str) -> Action | None:
         """One action with its approvals."""

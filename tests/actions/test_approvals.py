@@ -14,6 +14,7 @@ import sqlalchemy
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.actions.store import Status
+from gateway.app import housekeeping
 from gateway.config import GatewayConfig, PolicyConfig, WritesConfig
 from gateway.pipeline import ActionError
 from gateway.services import Services
@@ -123,6 +124,30 @@ async def test_approving_an_expired_action_is_a_clear_error(short_lived: Service
     assert pending.action is not None
     with pytest.raises(ActionError, match="is EXPIRED"):
         await short_lived.writes.approve(pending.action.id, as_principal(short_lived, "finn"), "")
+    events, _ = await short_lived.audit.query(action_id=pending.action.id, limit=5)
+    assert [e.event for e in events] == ["action.pending_approval", "action.expired"]
+
+
+async def test_pending_action_expires_on_time_with_nobody_looking(short_lived: Services) -> None:
+    pending = await submit(short_lived, "inventory.adjust", BIG_ADJUSTMENT, principal="restock-bot")
+    assert pending.action is not None
+    chores = asyncio.create_task(housekeeping(short_lived, every=0.05))
+    try:
+        for _ in range(200):  # the trail is read without expiring anything itself
+            events, _ = await short_lived.audit.query(action_id=pending.action.id, limit=5)
+            if len(events) > 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        chores.cancel()
+    assert [e.event for e in events] == ["action.pending_approval", "action.expired"]
+
+
+async def test_concurrent_expiry_moves_an_action_once(short_lived: Services) -> None:
+    pending = await submit(short_lived, "inventory.adjust", BIG_ADJUSTMENT, principal="restock-bot")
+    assert pending.action is not None
+    moved = await asyncio.gather(*(short_lived.writes.expire_due() for _ in range(4)))
+    assert sum(moved) == 1
     events, _ = await short_lived.audit.query(action_id=pending.action.id, limit=5)
     assert [e.event for e in events] == ["action.pending_approval", "action.expired"]
 
