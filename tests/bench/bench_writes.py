@@ -207,9 +207,16 @@ async def bench_backend(
         if warm.errors:
             raise RuntimeError(f"{backend} {name} warm-up failed: {warm.first_error}")
     share, extra = divmod(args.writes, args.rounds)
+    names = list(writes)
     for round_ in range(args.rounds):
-        for (name, writers), result in results.items():
-            await measure(result, writes[name], share + (round_ < extra), writers)
+        # Each round starts one scenario further on, so that none always runs right after
+        # the same other one, paying for what that one left the database to do.
+        turn = round_ % len(names)
+        for writers in counts:
+            for name in names[turn:] + names[:turn]:
+                await measure(
+                    results[name, writers], writes[name], share + (round_ < extra), writers
+                )
         print(f"{backend}: round {round_ + 1}/{args.rounds} done", flush=True)
     verdict = await services.audit.verify()
     problem = None if verdict.ok else verdict.problem
