@@ -229,7 +229,7 @@ class AuditEvent:
     payload: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An event as the trail holds it: its place in the chain and its hash."""
 

@@ -63,7 +63,7 @@ class Approval:
     at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     """One governed write and everything decided about it."""
 

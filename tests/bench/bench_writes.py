@@ -6,12 +6,18 @@
 For each backend (SQLite files; a fresh database on the PostgreSQL server at 127.0.0.1:5432,
 skipped when it is unreachable) the demo ERP is seeded afresh and the gateway's services are
 built in this process and started as the app's lifespan starts them (on PostgreSQL that
-includes the listener for evictions announced by other replicas). Three scenarios, each with
+includes the listener for evictions announced by other replicas). Four scenarios, each with
 one writer and with --concurrency writers, interleaved over a few rounds so that noise on a
 shared machine lands on all of them alike:
 
     direct      SqlConnector.transaction() running the guarded relative UPDATE of
                 stock_levels that actions/inventory.py executes: one transaction
+    bare        the governed write's statements alone, one after another, through the calls
+                the pipeline makes them with (idempotency.claim of a stored action's row;
+                SqlConnector.read and the UPDATE in one ERP transaction; AuditTrail.append
+                of its APPLIED event with store.saving): what the round trips cost before
+                any of the pipeline's own steps (no target: it shows how much of the gap
+                is the statements)
     governed    Writes.submit(inventory.adjust) as olivia with an idempotency key, APPLIED:
                 three commits: the key claimed with the action (one statement); one ERP
                 transaction reading the record fresh and making the UPDATE; the outcome
@@ -44,15 +50,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 
-from sqlalchemy import and_, text, update
+from sqlalchemy import Update, and_, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from gateway import idempotency
+from gateway.actions import store
 from gateway.actions.base import utcnow
 from gateway.actions.store import Status
 from gateway.app import build_services, start, write_env
+from gateway.audit import AuditEvent
 from gateway.config import load_config
 from gateway.demo import CONFIG_TEMPLATE, DemoEstate
 from gateway.errors import GatehouseError
@@ -62,6 +72,7 @@ from gateway.services import Services
 from gateway.settings import Settings
 from sources.demo import build_estate, create_erp
 from sources.errors import SourceError
+from sources.sql import single_statement_engine
 from tests.bench import bench_estate
 from tests.factories import POSTGRES_URL, postgres_reachable
 
@@ -142,8 +153,8 @@ def targets(count: int) -> list[tuple[str, str]]:
     return [(level.sku, level.location) for level in levels[:count]]
 
 
-def scenarios(services: Services, places: list[tuple[str, str]]) -> dict[str, Write]:
-    """The three ways to make the write, by name."""
+async def scenarios(services: Services, places: list[tuple[str, str]]) -> dict[str, Write]:
+    """The four ways to make the write, by name."""
     erp = write_env(services.connectors).erp
     levels = write_env(services.connectors).erp_tables["stock_levels"]
     principal = services.authenticator.principal(PRINCIPAL)
@@ -152,9 +163,8 @@ def scenarios(services: Services, places: list[tuple[str, str]]) -> dict[str, Wr
     run = uuid.uuid4().hex[:8]
     keys = itertools.count()
 
-    async def direct(writer: int, delta: int) -> None:
-        sku, location = places[writer]
-        statement = (  # as AdjustInventory.execute builds it
+    def adjusting(sku: str, location: str, delta: int) -> Update:
+        return (  # as AdjustInventory.execute builds it
             update(levels)
             .where(
                 and_(
@@ -166,9 +176,52 @@ def scenarios(services: Services, places: list[tuple[str, str]]) -> dict[str, Wr
             .values(on_hand=levels.c.on_hand + delta, updated_at=utcnow())
             .returning(levels.c.on_hand, levels.c.reserved)
         )
+
+    async def direct(writer: int, delta: int) -> None:
+        sku, location = places[writer]
         async with erp.transaction() as connection:
-            if (await connection.execute(statement)).first() is None:
+            if (await connection.execute(adjusting(sku, location, delta))).first() is None:
                 raise WriteFailed(f"{sku} at {location}: the guarded UPDATE matched no row")
+
+    # What "bare" repeats: one governed write's action and its APPLIED audit event.
+    sku, location = places[0]
+    first = await services.writes.submit(
+        WriteRequest(
+            "inventory.adjust",
+            {"sku": sku, "location": location, "delta": 1, "reason": "benchmark"},
+            idempotency_key=f"bench-{run}-template",
+        ),
+        principal,
+    )
+    if first.action is None or first.status is not Status.APPLIED:
+        raise RuntimeError(f"the template write did not apply: {first.errors}")
+    template = first.action
+    applied = (await services.audit.query(action_id=template.id, limit=9))[0][-1]
+    single_statements = single_statement_engine(services.engine)
+    ttl = timedelta(seconds=services.config.writes.idempotency_ttl)
+
+    async def bare(writer: int, delta: int) -> None:
+        sku, location = places[writer]
+        action = replace(
+            template,
+            id=str(uuid.uuid4()),
+            status=Status.RECEIVED,
+            revision=1,
+            idempotency_key=f"bench-{run}-{next(keys)}",
+            key_held_until=utcnow() + ttl,
+        )
+        async with single_statements.connect() as connection:
+            claim = await idempotency.claim(connection, store.row(action), now=utcnow())
+        async with erp.transaction() as connection:
+            record = await erp.within(connection).read("InventoryItem", sku)
+            changed = (await connection.execute(adjusting(sku, location, delta))).first()
+        event = AuditEvent(**{f.name: getattr(applied, f.name) for f in fields(AuditEvent)})
+        saved = replace(action, status=Status.APPLIED, revision=2, updated_at=utcnow())
+        stored = await services.audit.append(
+            replace(event, action_id=action.id), prelude=store.saving(action, saved)
+        )
+        if not claim.won or record is None or changed is None or stored is None:
+            raise WriteFailed(f"{sku} at {location}: a bare statement changed nothing")
 
     def governed(dry_run: bool) -> Write:
         expected = Status.DRY_RUN if dry_run else Status.APPLIED
@@ -188,7 +241,7 @@ def scenarios(services: Services, places: list[tuple[str, str]]) -> dict[str, Wr
 
         return write
 
-    return {"direct": direct, "governed": governed(False), "dry run": governed(True)}
+    return {"direct": direct, "bare": bare, "governed": governed(False), "dry run": governed(True)}
 
 
 async def bench_backend(
@@ -196,7 +249,7 @@ async def bench_backend(
 ) -> tuple[list[Result], str | None]:
     """Every scenario at 1 and --concurrency writers; the results and any audit problem."""
     places = targets(args.concurrency)
-    writes = scenarios(services, places)
+    writes = await scenarios(services, places)
     counts = sorted({1, args.concurrency})
     results = {
         (name, writers): Result(backend, name, writers) for writers in counts for name in writes
