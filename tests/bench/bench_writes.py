@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import os
 import statistics
@@ -139,6 +140,7 @@ async def measure(result: Result, write: Write, count: int, writers: int) -> Non
             result.latencies.append(time.perf_counter() - started)
             sign = -sign
 
+    gc.collect()  # each slice starts without the garbage of the one before
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(writer) for writer in range(writers)))
     result.elapsed += time.perf_counter() - started
