@@ -15,9 +15,9 @@ shared machine lands on all of them alike:
     bare        the governed write's statements alone, one after another, through the calls
                 the pipeline makes them with (idempotency.claim of a stored action's row;
                 SqlConnector.read and the UPDATE in one ERP transaction; AuditTrail.append
-                of its APPLIED event with store.saving): what the round trips cost before
-                any of the pipeline's own steps (no target: it shows how much of the gap
-                is the statements)
+                of its APPLIED event with store.saving, announcing the eviction): what the
+                round trips cost before any of the pipeline's own steps (no target: it
+                shows how much of the gap is the statements)
     governed    Writes.submit(inventory.adjust) as olivia with an idempotency key, APPLIED:
                 three commits: the key claimed with the action (one statement); one ERP
                 transaction reading the record fresh and making the UPDATE; the outcome
@@ -58,7 +58,7 @@ from sqlalchemy import Update, and_, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gateway import idempotency
+from gateway import idempotency, invalidation
 from gateway.actions import store
 from gateway.actions.base import utcnow
 from gateway.actions.store import Status
@@ -219,9 +219,10 @@ async def scenarios(services: Services, places: list[tuple[str, str]]) -> dict[s
             changed = (await connection.execute(adjusting(sku, location, delta))).first()
         event = AuditEvent(**{f.name: getattr(applied, f.name) for f in fields(AuditEvent)})
         saved = replace(action, status=Status.APPLIED, revision=2, updated_at=utcnow())
-        stored = await services.audit.append(
-            replace(event, action_id=action.id), prelude=store.saving(action, saved)
+        change = invalidation.announcing(
+            store.saving(action, saved), [("InventoryItem", sku)], services.engine.dialect.name
         )
+        stored = await services.audit.append(replace(event, action_id=action.id), prelude=change)
         if not claim.won or record is None or changed is None or stored is None:
             raise WriteFailed(f"{sku} at {location}: a bare statement changed nothing")
 
