@@ -64,6 +64,14 @@ class _KeyHeld(Exception):
         self.action_id = action_id
 
 
+class _ClaimFailed(Exception):
+    """The claim itself failed, in the gateway's database.
+
+    Raised as this through the ERP transaction it unwinds, so that the ERP's connector
+    does not count it as a failure of its own system; `submit` raises the original.
+    """
+
+
 class _Claiming:
     """A request's idempotency key being claimed while its write decides and reads.
 
@@ -78,7 +86,12 @@ class _Claiming:
         """`action` as its won claim stored it; _KeyHeld when an earlier action holds the key."""
         if self._task is None:
             return action
-        claim, stored = await self._task
+        try:
+            claim, stored = await self._task
+        except GatehouseError:
+            raise  # a verdict on the request (a key reused), not a failure
+        except Exception as exc:
+            raise _ClaimFailed from exc
         if not claim.won:
             raise _KeyHeld(claim.action_id)
         return replace(
@@ -213,6 +226,9 @@ class Writes:
             return await self._decide(request, principal, kind, data, problems, action, claiming)
         except _KeyHeld as held:
             return await self._replay(held.action_id)
+        except _ClaimFailed as failed:
+            error = failed.__cause__ or failed  # the database's own error, as it came
+            raise error from error.__cause__
         finally:
             await claiming.settled()
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import sqlalchemy
 
 from gateway.actions.store import Status
 from gateway.config import GatewayConfig, WritesConfig
@@ -186,6 +187,23 @@ async def test_adjust_concurrent_same_key_other_input_applies_one_refuses_other(
     assert applied[0].action is not None
     delta = applied[0].action.input["delta"]
     assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + delta
+
+
+async def test_adjust_whose_key_cannot_be_claimed_fails_without_touching_the_erp(
+    governed: Services,
+) -> None:
+    # The gateway's own database refuses the claim, which runs while the ERP transaction
+    # reads: the ERP rolls back, and its connector is not blamed for the failure.
+    before = await stock(governed, SKU, LOCATION)
+    erp = governed.connectors["erp"]
+    errors = erp.stats.errors
+    cascade = " CASCADE" if governed.engine.dialect.name == "postgresql" else ""
+    async with governed.engine.begin() as connection:
+        await connection.execute(sqlalchemy.text(f"DROP TABLE actions{cascade}"))
+    with pytest.raises(sqlalchemy.exc.DBAPIError, match="actions"):
+        await submit(governed, "inventory.adjust", adjust(6), key="k-lost-table")
+    assert await stock(governed, SKU, LOCATION) == before
+    assert erp.stats.errors == errors
 
 
 @pytest.fixture
