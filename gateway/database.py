@@ -138,14 +138,22 @@ POOL_RECYCLE_SECONDS = 1800
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An engine for the gateway's database; SQLite waits on locks instead of failing."""
+    """An engine for the gateway's database; SQLite waits on locks instead of failing.
+
+    Its errors never show statement parameters: they hold actions' inputs, customer data
+    included, and errors end up in logs.
+    """
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
     return create_async_engine(
-        url, pool_size=10, max_overflow=10, pool_recycle=POOL_RECYCLE_SECONDS
+        url,
+        pool_size=10,
+        max_overflow=10,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+        hide_parameters=True,
     )
 
 

@@ -91,7 +91,10 @@ class SqlConnector:
             if len(entity.children) > 1:
                 raise ValueError(f"{entity.name}: a SQL entity maps at most one child list")
         self.engine = engine or create_async_engine(
-            url, pool_recycle=30 * 60, connect_args=_connect_args(url, timeout)
+            url,
+            pool_recycle=30 * 60,
+            connect_args=_connect_args(url, timeout),
+            hide_parameters=True,  # errors are cut short anyway (_short); logs too
         )
         self._read_engine = single_statement_engine(self.engine)
         self._joined: AsyncConnection | None = None  # see `within`

@@ -189,7 +189,7 @@ async def test_adjust_concurrent_same_key_other_input_applies_one_refuses_other(
     assert (await stock(governed, SKU, LOCATION))["on_hand"] == before["on_hand"] + delta
 
 
-async def test_adjust_whose_key_cannot_be_claimed_fails_without_touching_the_erp(
+async def test_adjust_whose_key_cannot_be_claimed_changes_nothing_and_shows_no_input(
     governed: Services,
 ) -> None:
     # The gateway's own database refuses the claim, which runs while the ERP transaction
@@ -200,10 +200,13 @@ async def test_adjust_whose_key_cannot_be_claimed_fails_without_touching_the_erp
     cascade = " CASCADE" if governed.engine.dialect.name == "postgresql" else ""
     async with governed.engine.begin() as connection:
         await connection.execute(sqlalchemy.text(f"DROP TABLE actions{cascade}"))
-    with pytest.raises(sqlalchemy.exc.DBAPIError, match="actions"):
-        await submit(governed, "inventory.adjust", adjust(6), key="k-lost-table")
+    secret = {**adjust(6), "reason": "call Jane at +44 20 7946 0000"}
+    with pytest.raises(sqlalchemy.exc.DBAPIError, match="actions") as raised:
+        await submit(governed, "inventory.adjust", secret, key="k-lost-table")
     assert await stock(governed, SKU, LOCATION) == before
     assert erp.stats.errors == errors
+    # The error may be logged: it shows the statement, never the input it carried.
+    assert "7946" not in str(raised.value)
 
 
 @pytest.fixture
