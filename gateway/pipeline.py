@@ -94,6 +94,8 @@ class _Claiming:
             raise _ClaimFailed from exc
         if not claim.won:
             raise _KeyHeld(claim.action_id)
+        if action.revision == stored.revision:  # held already: before execution, now saving
+            return action
         return replace(
             action,
             revision=stored.revision,
