@@ -8,8 +8,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import sqlalchemy
@@ -50,6 +50,27 @@ def require_postgres() -> None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL on 127.0.0.1:5432 is required under CI")
         pytest.skip("PostgreSQL on 127.0.0.1:5432 is unreachable (and CI is not set)")
+
+
+async def postgres_admin(statement: str, url: str = POSTGRES_URL) -> None:
+    """Run one statement outside a transaction (CREATE or DROP DATABASE)."""
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(sqlalchemy.text(statement))
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def fresh_postgres_database(prefix: str, url: str = POSTGRES_URL) -> AsyncIterator[str]:
+    """A new, empty database on `url`'s server, dropped afterwards even if in use; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    await postgres_admin(f'CREATE DATABASE "{name}"', url)
+    try:
+        yield url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', url)
 
 
 def new_schema_name() -> str:

@@ -9,7 +9,6 @@ Two sets of services in this process stand in for two replicas on one fresh data
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -23,32 +22,24 @@ from gateway.database import audit_head, create_schema
 from gateway.invalidation import Listener, announcing
 from gateway.reads import Reads
 from gateway.services import Services
-from tests.factories import POSTGRES_URL, require_postgres, services_for
+from tests.factories import (
+    fresh_postgres_database,
+    postgres_admin,
+    require_postgres,
+    services_for,
+)
 
 ITEM = ("InventoryItem", "SKU-0001")
 OTHER = ("InventoryItem", "SKU-0002")
 FAST_BACKOFF = (0.05, 0.2)
 
 
-async def _admin(statement: str) -> None:
-    engine = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(sqlalchemy.text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 async def database() -> AsyncIterator[str]:
     """A new, empty PostgreSQL database, dropped afterwards; its URL."""
     require_postgres()
-    name = f"gh_invalidation_{uuid.uuid4().hex[:10]}"
-    await _admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with fresh_postgres_database("gh_invalidation") as url:
+        yield url
 
 
 @pytest.fixture
@@ -138,7 +129,7 @@ async def test_invalidation_listener_cut_off_reconnects_and_forgets_what_it_may_
     async with Listener(other.engine, other.reads, backoff=FAST_BACKOFF).running():
         await _cached(other.reads, ITEM)
         (backend,) = await _listening_backends(database)
-        await _admin(f"SELECT pg_terminate_backend({backend})")
+        await postgres_admin(f"SELECT pg_terminate_backend({backend})")
         # Back on a new connection, it drops the cache: announcements may have been missed.
         assert await _evicted(other.reads, ITEM)
         assert await _listening_backends(database) != [backend]

@@ -21,10 +21,9 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from gateway.database import create_engine, create_schema
 from gateway.demo import CONFIG_TEMPLATE, DemoEstate
 from sources.demo import build_estate, create_erp
-from tests.factories import POSTGRES_URL, require_postgres
+from tests.factories import fresh_postgres_database, require_postgres
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DISTINCT = 200  # requests with a key of their own
@@ -102,31 +101,11 @@ class Reply:
 # ---- the estate: a database, two replicas ------------------------------------------------
 
 
-async def _admin(statement: str) -> None:
-    engine = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(sqlalchemy.text(statement))
-    finally:
-        await engine.dispose()
-
-
-@asynccontextmanager
-async def _fresh_database() -> AsyncIterator[str]:
-    """A new, empty PostgreSQL database, dropped afterwards; its URL."""
-    name = f"gh_replicas_{uuid.uuid4().hex[:10]}"
-    await _admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
 async def database() -> AsyncIterator[str]:
     """A fresh database seeded with the ERP; the gateway's tables join it when replicas start."""
     require_postgres()
-    async with _fresh_database() as url:
+    async with fresh_postgres_database("gh_replicas") as url:
         await create_erp(url, build_estate())
         yield url
 
@@ -135,7 +114,7 @@ async def database() -> AsyncIterator[str]:
 async def empty_database() -> AsyncIterator[str]:
     """A fresh database with nothing in it."""
     require_postgres()
-    async with _fresh_database() as url:
+    async with fresh_postgres_database("gh_replicas") as url:
         yield url
 
 

@@ -16,30 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sqlalchemy
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.app import start
 from gateway.config import GatewayConfig
 from gateway.demo import DemoEstate
 from gateway.services import Services
 from sources.demo import CrmProcess, build_estate, create_erp, seed_crm
-from tests.factories import require_postgres, services_for, with_source
-
-ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+from tests.factories import postgres_admin, require_postgres, services_for, with_source
 
 
 def pg_url(database: str) -> str:
     return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
-
-
-async def _admin(statement: str) -> None:
-    engine = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(sqlalchemy.text(statement))
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -53,10 +40,10 @@ def sqlite_erp_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def postgres_template() -> Iterator[str]:
     require_postgres()
     name = f"gh_tpl_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(postgres_admin(f'CREATE DATABASE "{name}"'))
     asyncio.run(create_erp(pg_url(name), build_estate()))
     yield name
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @dataclass(frozen=True)
@@ -81,9 +68,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         return
     template_name: str = request.getfixturevalue("postgres_template")
     name = f"gh_test_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
+    asyncio.run(postgres_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
     yield Backend("postgres", pg_url(name), pg_url(name))
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

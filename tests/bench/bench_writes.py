@@ -54,9 +54,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 
-from sqlalchemy import Update, and_, text, update
+from sqlalchemy import Update, and_, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway import idempotency, invalidation
 from gateway.actions import store
@@ -75,7 +74,7 @@ from sources.demo import build_estate, create_erp
 from sources.errors import SourceError
 from sources.sql import single_statement_engine
 from tests.bench import bench_estate
-from tests.factories import POSTGRES_URL, postgres_reachable
+from tests.factories import POSTGRES_URL, fresh_postgres_database, postgres_reachable
 
 RATIO_TARGET = 1 / 3  # governed writes/s over direct writes/s, at least
 PRINCIPAL = "olivia"  # ops-manager: adjustments up to 1000 units apply without review
@@ -295,27 +294,12 @@ async def built(
         await services.close()
 
 
-async def admin(statement: str, url: str) -> None:
-    """Run one statement outside a transaction (CREATE/DROP DATABASE)."""
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @asynccontextmanager
 async def postgres_database(url: str) -> AsyncIterator[str]:
     """A fresh database seeded with the demo ERP, dropped afterwards; its URL."""
-    name = f"gh_bench_writes_{uuid.uuid4().hex[:10]}"
-    await admin(f'CREATE DATABASE "{name}"', url)
-    try:
-        database_url = url.rsplit("/", 1)[0] + f"/{name}"
+    async with fresh_postgres_database("gh_bench_writes", url) as database_url:
         await create_erp(database_url, build_estate())
         yield database_url
-    finally:
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', url)
 
 
 async def run(estate: DemoEstate, args: argparse.Namespace) -> tuple[list[Result], list[str]]:
