@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from gateway.actions.store import Action
 from gateway.config import PrincipalKind
 from gateway.console.access import Page, Viewer
 from gateway.console.history import shown_input
@@ -65,7 +66,8 @@ def test_action_page_of_someone_elses_action_is_404_for_a_reader(console: Consol
     assert "restock-bot" not in response.text
 
 
-async def test_action_input_for_viewer_without_pii_grant_is_masked(services: Services) -> None:
+async def _contact_change(services: Services) -> Action:
+    """A dry-run change of a customer's e-mail, a `pii` field, as the storefront."""
     result = await submit(
         services,
         "customer.update_contact",
@@ -74,25 +76,23 @@ async def test_action_input_for_viewer_without_pii_grant_is_masked(services: Ser
         dry_run=True,
     )
     assert result.action is not None
+    return result.action
+
+
+async def test_action_input_for_viewer_without_pii_grant_is_masked(services: Services) -> None:
+    action = await _contact_change(services)
     now = datetime.now(UTC)
     stranger = Principal(id="pat", kind=PrincipalKind.HUMAN, display_name="Pat")
     session = ConsoleSession("pat", "csrf", now, now)
     viewer = Viewer(stranger, session, "token", frozenset({Page.AUDIT}))
-    shown = shown_input(services, viewer, result.action)
+    shown = shown_input(services, viewer, action)
     assert shown["email"] == "***"
     assert shown["customer_id"] == "C-00001"
 
 
 async def test_action_input_for_viewer_with_pii_grant_is_whole(services: Services) -> None:
-    result = await submit(
-        services,
-        "customer.update_contact",
-        {"customer_id": "C-00001", "email": "new.person@example.com"},
-        principal="storefront",
-        dry_run=True,
-    )
-    assert result.action is not None
+    action = await _contact_change(services)
     now = datetime.now(UTC)
     carla = as_principal(services, "carla")
     viewer = Viewer(carla, ConsoleSession("carla", "csrf", now, now), "token", frozenset())
-    assert shown_input(services, viewer, result.action)["email"] == "new.person@example.com"
+    assert shown_input(services, viewer, action)["email"] == "new.person@example.com"
