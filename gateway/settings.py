@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "test", "example"}
@@ -22,6 +22,18 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "INFO"
     otlp_endpoint: str | None = None  # export traces over OTLP/HTTP when set
+    # Signed checkpoints of the audit trail's head (checkpoints.py). The key and the
+    # directory lie outside the gateway's database: that is what makes them evidence.
+    checkpoint_key_file: Path | None = None  # an Ed25519 private key, PEM
+    checkpoint_key: SecretStr | None = None  # or the PEM text itself
+    checkpoint_dir: Path | None = None  # checkpoints are written when this is set
+    checkpoint_every: float = Field(default=60.0, gt=0)  # seconds between checkpoints
+
+    @field_validator("checkpoint_key_file", "checkpoint_key", "checkpoint_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty variable means "not set", not the current directory or an empty key.
+        return None if value == "" else value
 
     @field_validator("jwt_secret")
     @classmethod
