@@ -8,42 +8,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.ext.asyncio import AsyncEngine
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http.ides import get_graphql_ide_html
 
 from gateway.access_log import AccessLog
-from gateway.actions import WriteEnv
-from gateway.actions.store import Status, count_by_status
+from gateway.actions.store import Action, Status, count_by_status
 from gateway.audit import AuditTrail
 from gateway.authz import Policy
 from gateway.body_limit import BodyLimit
+from gateway.catalog import Catalog, action_kinds, load_catalog
+from gateway.checkpoints import checkpointer_from_settings
 from gateway.config import GatewayConfig, load_config
 from gateway.connectors import build_connectors
 from gateway.console import console_router
 from gateway.database import create_engine, create_schema
-from gateway.errors import ConfigError, Unauthenticated
+from gateway.errors import Unauthenticated
+from gateway.execution import Execution
 from gateway.graphql.context import Context
 from gateway.graphql.schema import build_schema
 from gateway.health import readiness
 from gateway.invalidation import Listener
+from gateway.leases import Leases
 from gateway.mcp import BearerGate, http_transport
 from gateway.metrics import Metrics
+from gateway.moves import Moves
+from gateway.outcomes import Outcomes
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator, Principal
 from gateway.reads import Reads
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.telemetry import configure_tracing
-from sources.connector import Connector
-from sources.http import HttpConnector
-from sources.sql import SqlConnector
 
 log = logging.getLogger("gatehouse")
 
@@ -66,13 +70,14 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
     authenticator = Authenticator(config.principals, auth=config.auth, jwt_secret=secret)
     engine = create_engine(settings.database_url)
     audit = AuditTrail(engine)
-    writes = Writes(
+    catalog = load_catalog(config.actions, connectors, config.entities)
+    writes = build_writes(
         engine=engine,
         audit=audit,
         policy=policy,
-        reads=reads,
-        env=write_env(connectors),
+        catalog=catalog,
         authenticator=authenticator,
+        reads=reads,
         config=config,
         on_outcome=lambda action: metrics.writes.labels(action.kind, action.status.value).inc(),
     )
@@ -85,37 +90,85 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         authenticator=authenticator,
         engine=engine,
         audit=audit,
+        catalog=catalog,
         writes=writes,
         metrics=metrics,
+        # A configured checkpoint directory without a usable signing key stops start-up here.
+        checkpointer=checkpointer_from_settings(settings),
     )
 
 
-def write_env(connectors: dict[str, Connector]) -> WriteEnv:
-    """The systems the order-to-cash actions write to: the ERP (SQL) and the CRM (HTTP)."""
-    erp, crm = connectors.get("erp"), connectors.get("crm")
-    if not isinstance(erp, SqlConnector) or not isinstance(crm, HttpConnector):
-        raise ConfigError("writes need an 'erp' source of kind sql and a 'crm' of kind http")
-    return WriteEnv(erp=erp, crm=crm)
+def build_writes(
+    *,
+    engine: AsyncEngine,
+    audit: AuditTrail,
+    policy: Policy,
+    catalog: Catalog,
+    authenticator: Authenticator,
+    reads: Reads,
+    config: GatewayConfig,
+    on_outcome: Callable[[Action], None],
+) -> Writes:
+    """The write path's parts, each built once: outcomes, execution, moves, the pipeline."""
+    clock = lambda: datetime.now(UTC)  # noqa: E731 - one clock shared by every part
+    outcomes = Outcomes(
+        engine=engine,
+        audit=audit,
+        policy=policy,
+        catalog=catalog,
+        authenticator=authenticator,
+        leases=Leases(engine, seconds=config.writes.lease, clock=clock),
+        clock=clock,
+        on_outcome=on_outcome,
+    )
+    execution = Execution(
+        outcomes, reads, entities=config.entities, approval_ttl=config.writes.approval_ttl
+    )
+    return Writes(
+        outcomes=outcomes,
+        execution=execution,
+        moves=Moves(outcomes, execution),
+        idempotency_ttl=config.writes.idempotency_ttl,
+    )
 
 
 async def start(services: Services) -> None:
-    """Prepare what needs I/O before the first request: the gateway's own tables."""
+    """Prepare what needs I/O before the first request: the gateway's own tables; then
+    settle what a process that died left in flight."""
     await create_schema(services.engine)
+    await services.writes.recover_due()
 
 
 async def housekeeping(services: Services, every: float = 2.0) -> None:
-    """Pick up edited policy files without a restart, and expire pending actions when due.
+    """Every `every` seconds: pick up edited policy files without a restart, expire pending
+    actions when due, recover actions a dead process left in flight, and checkpoint the
+    audit trail when due.
 
     Reading or approving actions expires the due ones too; this records an expiry in the
     audit trail on time when nobody looks.
     """
     while True:
         await asyncio.sleep(every)
-        for chore in (services.writes.refresh_policy, services.writes.expire_due):
+        for chore in _chores(services):
             try:
                 await chore()
             except Exception:
                 log.exception("housekeeping: %s failed", chore.__name__)
+
+
+def _chores(services: Services) -> list[Callable[[], Awaitable[object]]]:
+    chores: list[Callable[[], Awaitable[object]]] = [
+        services.writes.refresh_policy,
+        services.writes.expire_due,
+        services.writes.recover_due,
+    ]
+    if (checkpointer := services.checkpointer) is not None:
+
+        async def audit_checkpoint() -> None:
+            await checkpointer.checkpoint_if_due(services.engine)
+
+        chores.append(audit_checkpoint)
+    return chores
 
 
 async def refresh_gauges(services: Services) -> None:
@@ -168,12 +221,14 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
         await start(services)
         app.state.services = services
         chores = asyncio.create_task(housekeeping(services))
+        renewals = asyncio.create_task(services.writes.leases.renew_forever())
         evictions = Listener(services.engine, services.reads)
         try:
             async with evictions.running(), mcp.run():
                 yield
         finally:
             chores.cancel()
+            renewals.cancel()
             await services.close()
 
     app = FastAPI(title="Gatehouse", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -203,7 +258,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     router: GraphQLRouter[Context, None] = GraphQLRouter(
-        build_schema(config.limits),
+        build_schema(config.limits, action_kinds(config.actions)),
         context_getter=graphql_context,
         graphql_ide=None,
         allow_queries_via_get=False,

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from sqlalchemy import (
     ColumnElement,
@@ -60,6 +60,10 @@ from sqlalchemy.sql.selectable import FromClause
 
 from gateway.database import GENESIS_HASH, SQLITE_SHA256, audit_events, audit_head
 from sources.sql import single_statement_engine
+
+if TYPE_CHECKING:  # the action store builds on Prelude here: types only, no import cycle
+    from gateway.actions.store import Action, Approval
+    from gateway.principals import Principal as Actor
 
 ExportFormat = Literal["jsonl", "csv"]
 
@@ -566,3 +570,65 @@ def _writer(out: TextIO, format: ExportFormat) -> Callable[[StoredEvent], None]:
         rows.writerow(["" if record[name] is None else record[name] for name in EXPORT_COLUMNS])
 
     return write
+
+
+# ---- events of actions ------------------------------------------------------------------
+
+
+def action_event(
+    action: Action,
+    event: str,
+    *,
+    actor: Actor | None,
+    requester: Actor | None,
+    masked_input: Mapping[str, Any] | None,
+    extra: Mapping[str, Any],
+) -> AuditEvent:
+    """The audit event of one change to an action, made by `actor` (None: by the requester,
+    or the gateway itself). `masked_input` has its classified values hidden already (by the
+    action's own contract), and so has the action's diff."""
+    principal = actor or requester
+    extra = dict(extra)
+    channel = extra.pop("channel", None)
+    payload = {
+        "input": masked_input,
+        "decision": {
+            "outcome": action.decision,
+            "rule": action.rule,
+            "reason": action.reason,
+            "policy_version": action.policy_version,
+        },
+        "validation": action.validation,
+        "diff": action.diff,
+        "expected_version": action.expected_version,
+        "result": action.result,
+        "error": action.error,
+        "approvals": [verdict_payload(a) for a in action.approvals],
+        "requested_by": action.principal,
+        **extra,
+    }
+    return AuditEvent(
+        event=event,
+        principal=principal.id if principal else action.principal,
+        principal_kind=principal.kind.value if principal else "unknown",
+        on_behalf_of=principal.on_behalf_of if principal else action.on_behalf_of,
+        channel=channel or (action.channel if actor is None else "graphql"),
+        outcome=action.status.value,
+        trace_id=action.trace_id,
+        action_id=action.id,
+        action_kind=action.kind,
+        target=action.target,
+        payload=payload,
+    )
+
+
+def verdict_payload(verdict: Approval) -> dict[str, Any]:
+    """One approver's verdict as the trail records it."""
+    return {
+        "approver": verdict.approver,
+        "verdict": verdict.verdict,
+        "comment": verdict.comment,
+        "at": verdict.at.isoformat(),
+        "input_digest": verdict.input_digest,
+        "policy_version": verdict.policy_version,
+    }

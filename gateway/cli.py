@@ -1,4 +1,4 @@
-"""The `gatehouse` command: demo, serve, audit verify|export, policy check."""
+"""The `gatehouse` command: demo, serve, audit verify|export|checkpoint|keygen, policy check."""
 
 from __future__ import annotations
 
@@ -14,12 +14,22 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.actions import KINDS
+from gateway import checkpoints
 from gateway.app import build_services, create_app, start
-from gateway.audit import AuditTrail
+from gateway.audit import AuditTrail, Verification
+from gateway.checkpoints import (
+    Checkpointer,
+    CheckpointVerification,
+    Verifier,
+    Written,
+    checkpointer_from_settings,
+    signer_from_settings,
+)
 from gateway.config import load_config
 from gateway.database import SchemaOutdated, create_engine, create_schema
 from gateway.demo import running_estate, write_keys_file
@@ -90,7 +100,7 @@ def _policy_check(args: argparse.Namespace) -> int:
         raw = json.loads(args.input)
     except json.JSONDecodeError as exc:
         return _fail(f"--input is not JSON: {exc.msg} at character {exc.pos}")
-    by_mutation = {kind.mutation: kind.kind for kind in KINDS.values()}
+    by_mutation = {kind.mutation: kind.kind for kind in services.catalog.kinds()}
     try:
         verdict = services.writes.can(by_mutation.get(args.action, args.action), raw, principal)
     except InvalidArgument as exc:
@@ -213,12 +223,26 @@ class _AuditUnavailable(Exception):
 
 
 def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    audit = commands.add_parser("audit", help="verify or export the audit trail")
+    audit = commands.add_parser("audit", help="verify, export or checkpoint the audit trail")
     steps = audit.add_subparsers(required=True, metavar="STEP")
     database = argparse.ArgumentParser(add_help=False)
     database.add_argument("--database-url", help="default: $GATEHOUSE_DATABASE_URL")
 
     verify = steps.add_parser("verify", parents=[database], help="check the hash chain")
+    verify.add_argument(
+        "--checkpoints",
+        type=Path,
+        metavar="DIR",
+        help="also check each signed checkpoint in DIR against the database",
+    )
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="a PEM public key that signed them; repeatable (default: the one of "
+        "$GATEHOUSE_CHECKPOINT_KEY_FILE or $GATEHOUSE_CHECKPOINT_KEY)",
+    )
     verify.set_defaults(run=_audit_verify)
 
     export = steps.add_parser("export", parents=[database], help="write events as JSONL or CSV")
@@ -230,17 +254,141 @@ def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")
     export.set_defaults(run=_audit_export)
 
+    checkpoint = steps.add_parser(
+        "checkpoint",
+        parents=[database],
+        help="sign the chain's head into $GATEHOUSE_CHECKPOINT_DIR",
+    )
+    checkpoint.set_defaults(run=_audit_checkpoint)
+
+    keygen = steps.add_parser("keygen", help="write a new Ed25519 checkpoint key, and PATH.pub")
+    keygen.add_argument(
+        "path", type=Path, metavar="PATH", help="the private key's file (mode 0600)"
+    )
+    keygen.set_defaults(run=_audit_keygen)
+
 
 def _audit_verify(args: argparse.Namespace) -> int:
     try:
-        verdict = asyncio.run(_on_trail(args.database_url, AuditTrail.verify))
+        verifier = _checkpoint_verifier(args.checkpoints, args.public_key)
+        chain, marks = asyncio.run(
+            _on_engine(
+                args.database_url, lambda engine: _verify_all(engine, args.checkpoints, verifier)
+            )
+        )
     except _AuditUnavailable as exc:
         print(f"gatehouse: {exc}", file=sys.stderr)
         return 2
+    status = _report_chain(chain)
+    return status if marks is None else max(status, _report_checkpoints(args.checkpoints, marks))
+
+
+async def _verify_all(
+    engine: AsyncEngine, directory: Path | None, verifier: Verifier | None
+) -> tuple[Verification, CheckpointVerification | None]:
+    chain = await AuditTrail(engine).verify()
+    if directory is None or verifier is None:
+        return chain, None
+    return chain, await checkpoints.verify(directory, engine=engine, verifier=verifier)
+
+
+def _report_chain(verdict: Verification) -> int:
     if not verdict.ok:
         print(f"audit trail BROKEN at {verdict.problem}", file=sys.stderr)
         return 1
     print(f"audit trail intact: {verdict.events} events")
+    return 0
+
+
+def _report_checkpoints(directory: Path, verdict: CheckpointVerification) -> int:
+    shown = 5  # the first problems name the damage; the rest are usually more of it
+    if not verdict.ok:
+        print(f"audit checkpoints FAILED: {verdict.problems[0]}", file=sys.stderr)
+        for problem in verdict.problems[1:shown]:
+            print(f"  and: {problem}", file=sys.stderr)
+        if len(verdict.problems) > shown:
+            print(f"  and {len(verdict.problems) - shown} more", file=sys.stderr)
+        return 1
+    if verdict.newest is None:
+        print(f"audit checkpoints: none in {directory}; nothing anchors the trail's head")
+        return 0
+    print(
+        f"audit checkpoints match: {verdict.checked} checked; the newest is at "
+        f"seq={verdict.newest.seq}, the head at seq={verdict.head_seq}"
+    )
+    return 0
+
+
+def _checkpoint_verifier(directory: Path | None, public_keys: list[Path] | None) -> Verifier | None:
+    """The keys to check checkpoints with: the files given, else the configured key's."""
+    if directory is None:
+        if public_keys:
+            raise _AuditUnavailable("--public-key needs --checkpoints DIR")
+        return None
+    if not directory.is_dir():
+        raise _AuditUnavailable(f"--checkpoints: no directory at {directory}")
+    if public_keys:
+        return Verifier([_public_key(path) for path in public_keys])
+    signer = signer_from_settings(Settings())
+    if signer is None:
+        raise _AuditUnavailable(
+            "--checkpoints needs the key that signed them: --public-key FILE, or "
+            f"${checkpoints.KEY_FILE_VARIABLE} or ${checkpoints.KEY_VARIABLE}"
+        )
+    return Verifier([signer.public_key])
+
+
+def _public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise _AuditUnavailable(f"--public-key: cannot read {path}: {exc.strerror}") from None
+    try:
+        return checkpoints.load_public_key(pem, name=f"--public-key {path}")
+    except ConfigError as exc:
+        raise _AuditUnavailable(exc.message) from None
+
+
+def _audit_checkpoint(args: argparse.Namespace) -> int:
+    settings = Settings()
+    checkpointer = checkpointer_from_settings(settings)  # ConfigError: exit 2, names the variable
+    if checkpointer is None:
+        return _fail(
+            f"checkpoints are not configured: set {checkpoints.DIR_VARIABLE} and "
+            f"{checkpoints.KEY_FILE_VARIABLE} (or {checkpoints.KEY_VARIABLE})"
+        )
+    try:
+        written = asyncio.run(
+            _on_engine(args.database_url, lambda engine: _write_checkpoint(engine, checkpointer))
+        )
+    except _AuditUnavailable as exc:
+        return _fail(str(exc))
+    made = written.checkpoint
+    print(
+        f"checkpoint of seq={made.seq} (hash {made.hash[:16]}..., key {made.key_id}) "
+        f"written to {written.location}"
+    )
+    return 0
+
+
+async def _write_checkpoint(engine: AsyncEngine, checkpointer: Checkpointer) -> Written:
+    try:
+        return await checkpointer.checkpoint(engine)
+    except OSError as exc:  # the sink's; the database's arrive as SQLAlchemyError
+        raise _AuditUnavailable(f"cannot write the checkpoint: {exc}") from exc
+
+
+def _audit_keygen(args: argparse.Namespace) -> int:
+    try:
+        signer = checkpoints.write_new_key(args.path)
+    except FileExistsError as exc:
+        return _fail(f"{exc.filename} exists; keygen never overwrites a key")
+    except OSError as exc:
+        return _fail(f"cannot write {exc.filename}: {exc.strerror}")
+    print(
+        f"wrote the private key to {args.path} (mode 0600) and its public key to "
+        f"{args.path}.pub; key id {signer.key_id}"
+    )
     return 0
 
 
@@ -270,6 +418,11 @@ def _audit_export(args: argparse.Namespace) -> int:
 
 async def _on_trail(url: str | None, work: Callable[[AuditTrail], Awaitable[T]]) -> T:
     """Run `work` on the audit trail of the database at `url`, as one line on failure."""
+    return await _on_engine(url, lambda engine: work(AuditTrail(engine)))
+
+
+async def _on_engine(url: str | None, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run `work` on the gateway's database at `url`, as one line on failure."""
     url = url or Settings().database_url
     try:
         _require_sqlite_file(url)
@@ -277,7 +430,7 @@ async def _on_trail(url: str | None, work: Callable[[AuditTrail], Awaitable[T]])
     except SQLAlchemyError as exc:
         raise _AuditUnavailable(f"bad database URL: {_one_line(exc)}") from exc
     try:
-        return await work(AuditTrail(engine))
+        return await work(engine)
     except (SQLAlchemyError, OSError) as exc:
         raise _AuditUnavailable(f"cannot read the audit trail: {_one_line(exc)}") from exc
     finally:

@@ -132,6 +132,14 @@ class SourceConfig(Strict):
     description: str = ""
 
 
+class ActionConfig(Strict):
+    """One governed action the estate offers: its implementation and the source it writes."""
+
+    implementation: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:Class
+    source: str
+    description: str = ""
+
+
 class PrincipalKind(StrEnum):
     """Who is calling."""
 
@@ -192,6 +200,9 @@ class WritesConfig(Strict):
 
     approval_ttl: Seconds = 86400.0
     idempotency_ttl: Seconds = 7 * 86400.0
+    # How long an in-flight action is held by the process working on it without a renewal;
+    # after a crash, recovery takes it over once this has passed.
+    lease: Seconds = Field(default=10.0, gt=0)
 
 
 class GatewayConfig(Strict):
@@ -199,6 +210,7 @@ class GatewayConfig(Strict):
 
     sources: dict[str, SourceConfig]
     entities: dict[str, EntityConfig]
+    actions: dict[str, ActionConfig] = {}
     principals: dict[str, PrincipalConfig] = {}
     auth: AuthConfig = AuthConfig()
     policy: PolicyConfig = PolicyConfig()
@@ -212,6 +224,9 @@ class GatewayConfig(Strict):
             _check_entity(name, entity, self.sources)
         for name, principal in self.principals.items():
             _check_principal(name, principal, self.principals)
+        for name, action in self.actions.items():
+            if action.source not in self.sources:
+                raise ValueError(f"actions.{name}.source: no source named '{action.source}'")
         return self
 
     def policy_path(self, which: Literal["model", "policy"]) -> Path:

@@ -60,6 +60,10 @@ actions = Table(
     # take it; `request_digest` tells a replay of the same request from a reuse of the key.
     Column("key_held_until", DateTime(timezone=True)),
     Column("request_digest", String(64)),
+    # While set, the action is in flight in a live process (leases.py); None once settled.
+    Column("lease_until", DateTime(timezone=True)),
+    # The version of the target its plan was made against: what recovery resends it on.
+    Column("based_on", String(64)),
     Column("trace_id", String(32), nullable=False),
     Column("revision", Integer, nullable=False),  # bumped by every state change (CAS)
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -68,6 +72,7 @@ actions = Table(
 )
 Index("ix_actions_status_created", actions.c.status, actions.c.created_at)
 Index("ix_actions_principal", actions.c.principal)
+Index("ix_actions_lease_until", actions.c.lease_until)
 # The claim on a key: inserting an action that holds a key someone else holds conflicts.
 HELD_KEY = actions.c.key_held_until.is_not(None)
 Index(

@@ -6,6 +6,10 @@
     ├── Forbidden                  FORBIDDEN       403   policy does not grant it
     ├── InvalidArgument            BAD_ARGUMENT    400   names the argument
     ├── QueryRejected              QUERY_REJECTED  400   too deep, too costly, too many operations
+    ├── IdempotencyKeyReused       IDEMPOTENCY_KEY_REUSED 422  a key sent again with another input
+    ├── ActionError                (its own code)  409   a move on an existing action that cannot
+    │                                                    be made: NOT_FOUND, ACTION_NOT_PENDING,
+    │                                                    APPROVAL_REFUSED, NOT_IN_DOUBT ...
     └── SourceFailed               SOURCE_*        502   a system of record failed and nothing
                                                          cached could stand in; names the source
 
@@ -73,6 +77,23 @@ class QueryRejected(GatehouseError):
 
     code = "QUERY_REJECTED"
     status = 400
+
+
+class IdempotencyKeyReused(GatehouseError):
+    """The key was used before with a different input."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+    status = 422
+
+
+class ActionError(GatehouseError):
+    """A request about an existing action that cannot be done (not found, not pending...)."""
+
+    status = 409
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class SourceFailed(GatehouseError):

@@ -12,6 +12,7 @@ actions' pydantic models, the same ones the GraphQL inputs are generated from.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -28,14 +29,15 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.types.graphql import OperationType as StrawberryOperation
 
-from gateway.actions import KINDS, ActionKind
 from gateway.actions.store import Status
+from gateway.catalog import Catalog
 from gateway.errors import GatehouseError, Unauthenticated
 from gateway.graphql.context import Context
 from gateway.graphql.schema import build_schema
-from gateway.pipeline import WriteRequest, WriteResult
+from gateway.outcomes import WriteRequest, WriteResult
 from gateway.principals import Authenticator, Principal
 from gateway.services import Services
+from sources.actions import ActionKind
 
 FRESHNESS_NOTE = (
     " Every record carries `freshness`: which system it came from (`system`), when the "
@@ -168,7 +170,7 @@ class Call:
     async def graphql(self, document: str, variables: Mapping[str, Any]) -> types.CallToolResult:
         """Run a read through the GraphQL read path, as this principal, on channel mcp."""
         context = Context(services=self.services, principal=self.principal, channel="mcp")
-        schema = build_schema(self.services.config.limits)
+        schema = build_schema(self.services.config.limits, self.services.catalog.kinds())
         result = await schema.execute(
             document,
             variable_values=dict(variables),
@@ -454,8 +456,13 @@ def _may_write(kind: ActionKind) -> Callable[[Services, Principal], bool]:
     return lambda services, principal: services.policy.could_ever(principal, kind.kind, "write")
 
 
-WRITE_TOOLS = [
-    Tool(
+def write_tools(kinds: list[ActionKind]) -> list[Tool]:
+    """One tool per configured action."""
+    return [_write_tool(kind) for kind in kinds]
+
+
+def _write_tool(kind: ActionKind) -> Tool:
+    return Tool(
         tool_name(kind),
         f"{kind.summary} Governed: policy decides allow, deny or review; business rules are "
         "checked against the system's current state. It never applies a write that needs "
@@ -468,8 +475,6 @@ WRITE_TOOLS = [
         _writer(kind),
         _may_write(kind),
     )
-    for kind in KINDS.values()
-]
 
 
 _NEXT = {
@@ -591,7 +596,7 @@ async def _get_action(call: Call, args: BaseModel) -> types.CallToolResult:
 
 async def _can_i(call: Call, args: BaseModel) -> types.CallToolResult:
     assert isinstance(args, CanArgs)
-    by_tool = {tool.name: kind.kind for tool, kind in zip(WRITE_TOOLS, KINDS.values(), strict=True)}
+    by_tool = {tool_name(kind): kind.kind for kind in call.services.catalog.kinds()}
     if args.action not in by_tool:
         return tool_error(f"No write tool named {args.action}; one of {sorted(by_tool)}.")
     verdict = call.services.writes.can(by_tool[args.action], args.input, call.principal)
@@ -637,7 +642,12 @@ FOLLOW_TOOLS = [
     ),
 ]
 
-TOOLS = {tool.name: tool for tool in [*READ_TOOLS, GRAPHQL_TOOL, *WRITE_TOOLS, *FOLLOW_TOOLS]}
+
+@functools.cache
+def tools(catalog: Catalog) -> dict[str, Tool]:
+    """Every tool, by name: the reads, the configured actions' writes, and following them."""
+    listed = [*READ_TOOLS, GRAPHQL_TOOL, *write_tools(catalog.kinds()), *FOLLOW_TOOLS]
+    return {tool.name: tool for tool in listed}
 
 
 # ---- the server ------------------------------------------------------------------------
@@ -655,7 +665,8 @@ def build_server(services: Callable[[], Services], principal_of: PrincipalOf) ->
         principal = principal_of(context)
         if principal is None:
             return current, None, []
-        return current, principal, [t for t in TOOLS.values() if t.visible(current, principal)]
+        listed = tools(current.catalog).values()
+        return current, principal, [t for t in listed if t.visible(current, principal)]
 
     async def list_tools(
         context: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -680,7 +691,7 @@ def build_server(services: Callable[[], Services], principal_of: PrincipalOf) ->
             return tool_error(f"{exc.code}: {exc.message}")
 
     def input_schema(name: str) -> dict[str, Any] | None:
-        tool = TOOLS.get(name)
+        tool = tools(services().catalog).get(name)
         return None if tool is None else tool.args.model_json_schema()
 
     return Server(

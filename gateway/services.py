@@ -8,6 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import AuditTrail
 from gateway.authz import Policy
+from gateway.catalog import Catalog
+from gateway.checkpoints import Checkpointer
 from gateway.config import Classification, GatewayConfig
 from gateway.metrics import Metrics
 from gateway.pipeline import Writes
@@ -29,8 +31,10 @@ class Services:
     authenticator: Authenticator
     engine: AsyncEngine
     audit: AuditTrail
+    catalog: Catalog
     writes: Writes
     metrics: Metrics
+    checkpointer: Checkpointer | None = None  # signed checkpoints of the audit trail, if set
 
     def classification(self, entity: str, field: str) -> Classification:
         """A field's classification; `field` may name a child's field as `child.field`."""

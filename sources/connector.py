@@ -4,6 +4,7 @@
     read_many(entity, keys)           -> {key: Record}        one round-trip
     page(entity, filters, search, limit, after) -> Page        one round-trip
     ping()                            -> None, or raises SourceError
+    unit()                            -> a write's unit of work (a transaction, for SQL)
 
 A connector is built once per system of record with the mappings of the entities it owns,
 and it times out every call.
@@ -13,10 +14,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
@@ -115,6 +116,12 @@ class Connector(Protocol):
 
     async def ping(self) -> None:
         """Check the system answers; raise a SourceError when it does not."""
+        ...
+
+    def unit(self) -> AbstractAsyncContextManager[Any]:
+        """A write's unit of work on this system: what an action plans and executes in
+        (one transaction for SQL; each call on its own, under its idempotency key, for HTTP).
+        """
         ...
 
     async def close(self) -> None:

@@ -145,6 +145,11 @@ class HttpConnector:
         """Close the pooled client."""
         await self.client.aclose()
 
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[HttpConnector]:
+        """A write's unit of work: each call stands alone (its idempotency key makes it safe)."""
+        yield self
+
     async def update(
         self,
         entity: str,

@@ -3,6 +3,12 @@
 One statement per call: a record and its children (order lines, stock per location) come
 back from one outer join over the parent rows, so a page of orders with their lines is one
 round-trip. Every statement runs under a timeout.
+
+A write's unit of work (`unit`) is one transaction that its plan reads and its execution
+writes in. The journal (`gatehouse_journal`, a table in the system's own database) records
+the id of each governed action inside the transaction of its effect, so that after a crash
+`journaled_effect` can say for certain whether the effect committed, and no action's
+effect can commit twice.
 """
 
 from __future__ import annotations
@@ -10,13 +16,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Column,
+    DateTime,
     Integer,
+    MetaData,
     Row,
     Select,
     and_,
@@ -28,6 +39,9 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy import String as SqlString
+from sqlalchemy import Table as SqlTable
+from sqlalchemy import Text as SqlText
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import ColumnElement, TableClause, column, table
@@ -41,6 +55,8 @@ from sources.errors import (
     SourceUnavailable,
 )
 from sources.records import ChildMapping, ConversionError, FieldMapping, Record, convert
+
+JOURNAL = "gatehouse_journal"
 
 # The execution option that marks a connection whose statements each commit on their own.
 SINGLE_STATEMENT = "gatehouse_single_statement"
@@ -173,6 +189,43 @@ class SqlConnector:
         return joined
 
     @asynccontextmanager
+    async def unit(self) -> AsyncIterator[SqlConnector]:
+        """A unit of work: this connector joined to a new transaction, committed on success."""
+        if self._joined is not None:
+            yield self
+            return
+        async with self.transaction() as connection:
+            yield self.within(connection)
+
+    async def record_effect(self, action_id: str, result: Mapping[str, Any]) -> None:
+        """Journal the action's effect in the unit's transaction: it commits with the effect.
+
+        The journal's key holds one row per action: an attempt of an action whose effect
+        is journaled already fails here, and its transaction with it.
+        """
+        journal = journal_table(self.schema)
+        async with self.transaction() as connection:
+            await connection.execute(
+                journal.insert().values(
+                    action_id=action_id,
+                    result=json.dumps(dict(result), default=str),
+                    recorded_at=datetime.now(UTC),
+                )
+            )
+
+    async def journaled_effect(self, action_id: str) -> dict[str, Any] | None:
+        """The journaled result of the action's effect, or None when it never committed.
+
+        Asked after the process that ran the action died: its transaction ended with it
+        (the database aborts a dead client's transaction), so a missing row is final.
+        """
+        journal = journal_table(self.schema)
+        query = select(journal.c.result).where(journal.c.action_id == action_id)
+        async with self.transaction() as connection:
+            found = (await connection.execute(query)).scalar_one_or_none()
+        return None if found is None else dict(json.loads(found))
+
+    @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection]:
         """The joined transaction's connection, or one of the pool's for a lone statement."""
         if self._joined is not None:
@@ -254,6 +307,18 @@ class SqlConnector:
                 field = f"{where}.{mapping.name}"
                 raise SourceDataError(self.name, f"field {field}: {exc}", field=field) from exc
         return converted
+
+
+@functools.cache
+def journal_table(schema: str | None) -> SqlTable:
+    """The journal of governed actions' effects, in the system's own database."""
+    return SqlTable(
+        JOURNAL,
+        MetaData(schema=schema),
+        Column("action_id", SqlString(64), primary_key=True),
+        Column("result", SqlText, nullable=False),  # JSON
+        Column("recorded_at", DateTime(timezone=True), nullable=False),
+    )
 
 
 def single_statement_engine(engine: AsyncEngine) -> AsyncEngine:

@@ -23,7 +23,7 @@ from gateway.app import build_services
 from gateway.config import GatewayConfig
 from gateway.graphql.context import Context
 from gateway.graphql.schema import build_schema
-from gateway.pipeline import WriteRequest, WriteResult
+from gateway.outcomes import WriteRequest, WriteResult
 from gateway.principals import Principal
 from gateway.services import Services
 from gateway.settings import Settings
@@ -111,7 +111,7 @@ async def run_query(
     """Execute a GraphQL document with a real context, as `principal`."""
     caller = services.authenticator.principal(principal)
     assert caller is not None, principal
-    schema = build_schema(services.config.limits)
+    schema = build_schema(services.config.limits, services.catalog.kinds())
     context = Context(services=services, principal=caller)
     return await schema.execute(query, variable_values=variables, context_value=context)
 

@@ -95,3 +95,50 @@ def test_serve_with_typo_exits_2_naming_the_key(tmp_path: Path, environ: dict[st
     assert result.returncode == 2
     assert "entities.Customer.cache_sise: unknown key" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            '"sources.demo.actions.inventory:AdjustInventory"',
+            '"sources.demo.actions.inventory:AdjustStock"',
+            "actions.adjust_inventory.implementation: cannot import",
+        ),
+        (
+            '"sources.demo.actions.inventory:AdjustInventory"',
+            '"acme.nowhere:AdjustInventory"',
+            "actions.adjust_inventory.implementation: cannot import",
+        ),
+        (
+            '"sources.demo.actions.inventory:AdjustInventory"',
+            '"sources.demo.actions.erp:ErpAction"',
+            "actions.adjust_inventory.implementation: 'sources.demo.actions.erp:ErpAction' lacks",
+        ),
+        (
+            '"sources.demo.actions.orders:PlaceOrder"\nsource = "erp"',
+            '"sources.demo.actions.orders:PlaceOrder"\nsource = "warehouse"',
+            "actions.place_order.source: no source named 'warehouse'",
+        ),
+        (
+            '"sources.demo.actions.orders:CancelOrder"',
+            '"sources.demo.actions.inventory:AdjustInventory"',
+            "actions.cancel_order: 'inventory.adjust' is also the name of actions.adjust_inventory",
+        ),
+    ],
+)
+def test_serve_with_bad_action_exits_2_naming_the_key(
+    tmp_path: Path, environ: dict[str, str], old: str, new: str, expected: str
+) -> None:
+    path = write_variant(tmp_path, old, new)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", "0"],
+        env={**environ, "PATH": "/usr/bin:/bin", "GATEHOUSE_DATABASE_URL": "sqlite+aiosqlite://"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr

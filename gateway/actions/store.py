@@ -34,6 +34,7 @@ class Status(StrEnum):
     EXPIRED = "EXPIRED"
     CONFLICT = "CONFLICT"
     DRY_RUN = "DRY_RUN"
+    IN_DOUBT = "IN_DOUBT"  # after a crash, nothing could tell whether it applied: a person says
 
 
 FINAL = frozenset(
@@ -48,7 +49,8 @@ FINAL = frozenset(
         Status.DRY_RUN,
     }
 )
-SETTLED = FINAL | {Status.PENDING_APPROVAL}  # what a replay may return
+SETTLED = FINAL | {Status.PENDING_APPROVAL, Status.IN_DOUBT}  # what a replay may return
+IN_FLIGHT = frozenset({Status.RECEIVED, Status.EXECUTING})  # held by a process's lease
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class Action:
     expires_at: datetime | None
     key_held_until: datetime | None = None  # see idempotency.py
     request_digest: str | None = None
+    lease_until: datetime | None = None  # see leases.py
+    based_on: str | None = None  # the target's version its plan was made against
     approvals: tuple[Approval, ...] = field(default=())
 
 
@@ -129,6 +133,8 @@ CHANGING = (
     "revision",
     "updated_at",
     "expires_at",
+    "lease_until",
+    "based_on",
 )
 SAVE = (
     update(actions)
@@ -238,6 +244,14 @@ async def due_for_expiry(connection: AsyncConnection, now: datetime) -> list[str
     query = select(actions.c.id).where(
         and_(actions.c.status == Status.PENDING_APPROVAL.value, actions.c.expires_at < now)
     )
+    return [row.id for row in await connection.execute(query)]
+
+
+async def due_for_recovery(connection: AsyncConnection, now: datetime) -> list[str]:
+    """In-flight actions whose process stopped renewing its lease, and those in doubt."""
+    lapsed = and_(actions.c.status.in_([s.value for s in IN_FLIGHT]), actions.c.lease_until < now)
+    in_doubt = actions.c.status == Status.IN_DOUBT.value
+    query = select(actions.c.id).where(lapsed | in_doubt).order_by(actions.c.created_at)
     return [row.id for row in await connection.execute(query)]
 
 

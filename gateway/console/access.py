@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gateway.actions import KINDS
 from gateway.actions.store import Action
 from gateway.config import PrincipalKind
 from gateway.console.sessions import ConsoleSession
@@ -44,7 +43,7 @@ def pages_for(principal: Principal, services: Services) -> frozenset[Page]:
     policy = services.policy
     granted: set[Page] = set()
     if principal.kind is PrincipalKind.HUMAN and any(
-        policy.decide(principal, kind, "approve").allowed for kind in KINDS
+        policy.decide(principal, kind, "approve").allowed for kind in services.catalog
     ):
         granted.add(Page.APPROVALS)
     if policy.decide(principal, "audit", "read").allowed:

@@ -15,12 +15,10 @@ from fastapi import APIRouter, Path, Response
 from pydantic import ValidationError
 
 from gateway import approvals
-from gateway.actions import KINDS
 from gateway.actions.store import Action, Status
 from gateway.console.access import Viewer, may_see_action, names
 from gateway.console.pages import ConsoleRoute, Refused, render
 from gateway.console.signin import CSRF_FIELD, ServicesDep, ViewerDep
-from gateway.pipeline import MASK
 from gateway.services import Services
 
 EVENTS_SHOWN = 500
@@ -77,6 +75,7 @@ async def action_page(
         bound=_bound(action),
         shown_input=shown_input(services, viewer, action),
         names=names(services),
+        catalog=services.catalog,
         notice=notice,
         error=error,
         csrf_field=CSRF_FIELD,
@@ -88,7 +87,7 @@ def decidable(services: Services, viewer: Viewer, action: Action) -> Decidable:
     if action.status is not Status.PENDING_APPROVAL:
         return Decidable(action, f"it is no longer waiting ({action.status.value})", [])
     try:
-        amount = _amount(action)
+        amount = _amount(services, action)
     except (KeyError, ValidationError):
         return Decidable(action, "its input cannot be read, so it cannot be approved here", [])
     why = approvals.refusal(viewer.principal, action, amount=amount, policy=services.policy)
@@ -97,19 +96,19 @@ def decidable(services: Services, viewer: Viewer, action: Action) -> Decidable:
 
 def shown_input(services: Services, viewer: Viewer, action: Action) -> dict[str, Any]:
     """The action's input, personal data masked unless the viewer is granted it (as GraphQL)."""
-    kind = KINDS.get(action.kind)
+    kind = services.catalog.get(action.kind)
     if (
         kind is None
         or services.policy.decide(viewer.principal, f"pii:{kind.entity}", "read").allowed
     ):
         return action.input
-    return {
-        k: MASK if k in kind.pii_fields and v is not None else v for k, v in action.input.items()
-    }
+    return services.catalog.masked(kind.kind, action.input) or {}
 
 
-def _amount(action: Action) -> Decimal | None:
-    kind = KINDS[action.kind]
+def _amount(services: Services, action: Action) -> Decimal | None:
+    kind = services.catalog.get(action.kind)
+    if kind is None:
+        raise KeyError(action.kind)
     return kind.amount(kind.Input.model_validate(action.input))
 
 

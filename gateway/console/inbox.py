@@ -65,6 +65,7 @@ async def inbox(services: ServicesDep, viewer: ApproverDep, after: str | None = 
         active=Page.APPROVALS.value,
         items=items,
         names=names(services),
+        catalog=services.catalog,
         next_after=pending[-1].id if more and pending else None,
         first_page=after is None,
         csrf_field=CSRF_FIELD,

@@ -25,7 +25,6 @@ from weakref import WeakKeyDictionary
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from gateway.actions import KINDS
 from gateway.actions.store import Status
 from gateway.audit import AuditTrail, ExportFormat, Verification
 from gateway.console.access import Page, Viewer, names
@@ -134,7 +133,8 @@ async def trail(
         error=error,
         chain=await chain_status(services.audit),
         principals=sorted(p.id for p in services.authenticator.all()),
-        kinds=sorted(KINDS),
+        kinds=sorted(services.catalog),
+        catalog=services.catalog,
         outcomes=OUTCOMES,
     )
 

@@ -11,7 +11,10 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.actions import KINDS
+from jinja2 import pass_context
+from jinja2.runtime import Context
+
+from gateway.catalog import Catalog
 
 STATUS_WORDS = {
     "RECEIVED": "Received",
@@ -66,18 +69,30 @@ def status_tone(status: str) -> str:
     return STATUS_TONES.get(status, "bad")
 
 
-def kind_title(kind: str) -> str:
+@pass_context
+def kind_title_filter(context: Context, kind: str) -> str:
+    """kind_title with the catalog the page was rendered with."""
+    return kind_title(kind, context.get("catalog"))
+
+
+@pass_context
+def kind_summary_filter(context: Context, kind: str) -> str:
+    """kind_summary with the catalog the page was rendered with."""
+    return kind_summary(kind, context.get("catalog"))
+
+
+def kind_title(kind: str, catalog: Catalog | None) -> str:
     """`inventory.adjust` -> `Adjust inventory` (from its mutation's name)."""
-    found = KINDS.get(kind)
+    found = None if catalog is None else catalog.get(kind)
     if found is None:
         return kind
     words = re.sub(r"(?<!^)([A-Z])", r" \1", found.mutation).lower()
     return words[:1].upper() + words[1:]
 
 
-def kind_summary(kind: str) -> str:
+def kind_summary(kind: str, catalog: Catalog | None) -> str:
     """What an action of this kind does, in one sentence."""
-    found = KINDS.get(kind)
+    found = None if catalog is None else catalog.get(kind)
     return found.summary if found is not None else ""
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Optional, cast
 
 import strawberry
 from strawberry.scalars import JSON
 
-from gateway.actions import KINDS, ActionKind
 from gateway.actions.store import Status
 from gateway.audit import StoredEvent
 from gateway.errors import Forbidden, InvalidArgument
@@ -28,8 +28,9 @@ from gateway.graphql.writes import (
     graphql_input,
     write_result,
 )
+from gateway.outcomes import WriteRequest
 from gateway.pagination import page_size
-from gateway.pipeline import WriteRequest
+from sources.actions import ActionKind
 
 
 def _mutation(kind: ActionKind) -> Any:
@@ -89,24 +90,37 @@ def _approval_mutations() -> dict[str, Any]:
         writes = info.context.services.writes
         return write_result(await writes.retry(str(id), info.context.principal), info)
 
+    async def resolve_action(
+        info: Info, id: strawberry.ID, applied: bool, note: str
+    ) -> WriteResultNode:
+        """Settle an IN_DOUBT action as you found it at the system of record (operators)."""
+        if len(note.strip()) < 3:
+            raise InvalidArgument("note", "say what you found, in a few words")
+        writes = info.context.services.writes
+        result = await writes.resolve(str(id), info.context.principal, applied=applied, note=note)
+        return write_result(result, info)
+
     return {
         "approve_action": strawberry.mutation(resolver=approve_action),
         "reject_action": strawberry.mutation(resolver=reject_action),
         "retry_action": strawberry.mutation(resolver=retry_action),
+        "resolve_action": strawberry.mutation(resolver=resolve_action),
     }
 
 
-Mutation = strawberry.type(
-    type(
-        "Mutation",
-        (),
-        {
-            "__doc__": "Governed writes into the systems of record.",
-            **{kind.kind.replace(".", "_"): _mutation(kind) for kind in KINDS.values()},
-            **_approval_mutations(),
-        },
+def build_mutation(kinds: Sequence[ActionKind]) -> type:
+    """The Mutation type: one mutation per configured action, and the moves of actions."""
+    return strawberry.type(
+        type(
+            "Mutation",
+            (),
+            {
+                "__doc__": "Governed writes into the systems of record.",
+                **{kind.kind.replace(".", "_"): _mutation(kind) for kind in kinds},
+                **_approval_mutations(),
+            },
+        )
     )
-)
 
 
 @strawberry.type
@@ -226,7 +240,7 @@ class ActionQueries:
         "the decision, its rule and reason code, and who could approve."
     )
     def can(self, info: Info, action: str, input: JSON) -> CanResult:
-        by_name = {k.mutation: k.kind for k in KINDS.values()}
+        by_name = {k.mutation: k.kind for k in info.context.services.catalog.kinds()}
         kind = by_name.get(action, action)
         raw = cast(dict[str, Any], input) if isinstance(input, dict) else {}
         verdict = info.context.services.writes.can(kind, raw, info.context.principal)

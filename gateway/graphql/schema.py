@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import strawberry
 from strawberry.extensions import ParserCache, ValidationCache
@@ -17,21 +18,28 @@ from gateway.graphql.extensions import (
     Observability,
     query_limits,
 )
-from gateway.graphql.mutations import ActionQueries, Mutation
+from gateway.graphql.mutations import ActionQueries, build_mutation
 from gateway.graphql.queries import Query as ReadQueries
+from sources.actions import ActionKind
 
 Query = merge_types("Query", (ReadQueries, ActionQueries))
 
 
-@functools.cache
-def build_schema(limits: LimitsConfig) -> strawberry.Schema:
-    """The schema, refusing over-limit operations before anything runs.
+def build_schema(limits: LimitsConfig, kinds: Sequence[ActionKind]) -> strawberry.Schema:
+    """The schema, with a mutation per configured action, refusing over-limit operations
+    before anything runs.
 
-    Built once per set of limits: the app and every MCP tool call share it.
+    Built once per set of limits and of action classes: the app and every MCP tool call
+    share it.
     """
+    return _schema(limits, tuple(type(kind) for kind in kinds))
+
+
+@functools.cache
+def _schema(limits: LimitsConfig, classes: tuple[type[ActionKind], ...]) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
-        mutation=Mutation,
+        mutation=build_mutation([cls() for cls in classes]),
         config=StrawberryConfig(batching_config={"max_operations": limits.max_operations}),
         # Parsing and validating the same document again is wasted work; agents and apps
         # send the same few documents over and over.

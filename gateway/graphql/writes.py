@@ -15,12 +15,11 @@ from pydantic import BaseModel
 from strawberry.experimental.pydantic import input as pydantic_input
 from strawberry.scalars import JSON
 
-from gateway.actions import KINDS
 from gateway.actions.store import Action as StoredAction
 from gateway.actions.store import Status
 from gateway.graphql.context import Info
 from gateway.graphql.types import Freshness
-from gateway.pipeline import MASK, Verdict, WriteResult
+from gateway.outcomes import Verdict, WriteResult
 
 strawberry.enum(Status, name="WriteStatus")
 
@@ -125,14 +124,11 @@ class ActionNode:
 
     @strawberry.field(description="The input; personal data masked unless you are granted it.")
     def input(self, info: Info) -> JSON:
-        kind = KINDS.get(self.stored.kind)
+        catalog = info.context.services.catalog
+        kind = catalog.get(self.stored.kind)
         if kind is None or info.context.granted_classification(kind.entity, "pii"):
             return cast(JSON, self.stored.input)
-        masked = {
-            k: MASK if k in kind.pii_fields and v is not None else v
-            for k, v in self.stored.input.items()
-        }
-        return cast(JSON, masked)
+        return cast(JSON, catalog.masked(kind.kind, self.stored.input))
 
     @strawberry.field
     def decision(self) -> PolicyDecision:

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.schema import CreateSchema
 
 from sources.demo.data import Estate, to_cents
+from sources.sql import journal_table
 
 VIEWS = ("customer_balances", "stock_positions")
 
@@ -99,6 +100,8 @@ def erp_metadata(schema: str | None = None) -> MetaData:
     _catalogue_tables(metadata, prefix)
     _sales_tables(metadata, prefix)
     _ledger_tables(metadata)
+    # Where governed actions record their id with their effect, for crash recovery.
+    journal_table(schema).to_metadata(metadata)
     return metadata
 
 

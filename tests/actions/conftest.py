@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.app import start
-from gateway.config import GatewayConfig
+from gateway.config import ActionConfig, GatewayConfig
 from gateway.demo import DemoEstate
 from gateway.services import Services
 from sources.demo import CrmProcess, build_estate, create_erp, seed_crm
@@ -111,5 +111,17 @@ async def governed_crm(
 ) -> AsyncIterator[Services]:
     """Like `governed`, with a CRM process of the test's own."""
     config = with_source(write_config, "crm", url=own_crm.url, timeout=1.0)
+    async with running(config, backend) as built:
+        yield built
+
+
+@pytest.fixture
+async def governed_acme(write_config: GatewayConfig, backend: Backend) -> AsyncIterator[Services]:
+    """Like `governed`, with Acme's own actions (tests/acme) configured next to the demo's."""
+    acme = {
+        "rename_item": ActionConfig(implementation="tests.acme.actions:RenameItem", source="erp"),
+        "unreliable": ActionConfig(implementation="tests.acme.actions:Unreliable", source="erp"),
+    }
+    config = write_config.model_copy(update={"actions": {**write_config.actions, **acme}})
     async with running(config, backend) as built:
         yield built

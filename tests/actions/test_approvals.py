@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from gateway.actions.store import Status
 from gateway.app import housekeeping
 from gateway.config import GatewayConfig, PolicyConfig, WritesConfig
-from gateway.pipeline import ActionError
+from gateway.errors import ActionError
 from gateway.services import Services
 from tests.actions.conftest import Backend, running
 from tests.factories import as_principal, stock, submit
@@ -125,7 +125,11 @@ async def test_approving_an_expired_action_is_a_clear_error(short_lived: Service
     with pytest.raises(ActionError, match="is EXPIRED"):
         await short_lived.writes.approve(pending.action.id, as_principal(short_lived, "finn"), "")
     events, _ = await short_lived.audit.query(action_id=pending.action.id, limit=5)
-    assert [e.event for e in events] == ["action.pending_approval", "action.expired"]
+    assert [e.event for e in events] == [
+        "action.pending_approval",
+        "action.expired",
+        "approval.refused",
+    ]
 
 
 async def test_pending_action_expires_on_time_with_nobody_looking(short_lived: Services) -> None:

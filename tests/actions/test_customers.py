@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gateway.actions.store import Status
-from gateway.pipeline import WriteResult
+from gateway.outcomes import WriteResult
 from gateway.services import Services
 from sources.demo import CrmProcess
 from tests.factories import as_principal, submit
@@ -175,7 +175,10 @@ async def test_update_contact_same_key_twice_patches_once(
     assert once["etag"] != original["etag"]
     assert once["updated_at"] != original["updated_at"]
     assert crm_customer(own_crm) == once  # the second request changed nothing
-    assert await outcomes(governed_crm, first.action.id) == [("action.applied", "APPLIED")]
+    assert await outcomes(governed_crm, first.action.id) == [
+        ("action.applied", "APPLIED"),
+        ("action.replayed", "APPLIED"),
+    ]
 
 
 async def test_update_contact_crm_down_fails_then_retry_applies(

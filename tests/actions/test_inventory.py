@@ -10,7 +10,7 @@ import sqlalchemy
 
 from gateway.actions.store import Status
 from gateway.config import GatewayConfig, WritesConfig
-from gateway.idempotency import IdempotencyKeyReused
+from gateway.errors import IdempotencyKeyReused
 from gateway.services import Services
 from tests.actions.conftest import Backend, running
 from tests.factories import as_principal, erp_connector, stock, submit

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from gateway.actions.store import Status
-from gateway.pipeline import ActionError, WriteResult
+from gateway.errors import ActionError
+from gateway.outcomes import WriteResult
 from gateway.services import Services
 from tests.factories import as_principal, erp_connector, erp_rows, erp_tables, submit
 
@@ -276,6 +277,7 @@ async def test_issue_credit_note_by_support_bot_over_50_waits_for_olivia_or_finn
     assert await outstanding(governed, customer) == owed - Decimal("60.00")
     assert await outcomes(governed, pending.action.id) == [
         ("action.pending_approval", "PENDING_APPROVAL"),
+        ("approval.refused", "PENDING_APPROVAL"),  # sam's attempt, audited with its reason
         ("action.approved", "EXECUTING"),
         ("action.applied", "APPLIED"),
     ]
@@ -317,6 +319,8 @@ async def test_issue_credit_note_over_5000_by_olivia_stays_pending_after_finn(
     assert await outcomes(governed, pending.action.id) == [
         ("action.pending_approval", "PENDING_APPROVAL"),
         ("action.approval_recorded", "PENDING_APPROVAL"),
+        ("approval.refused", "PENDING_APPROVAL"),  # finn again
+        ("approval.refused", "PENDING_APPROVAL"),  # olivia, who requested it
     ]
 
 

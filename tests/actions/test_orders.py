@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import column, delete, select, table
 
 from gateway.actions.store import Status
-from gateway.pipeline import ActionError, WriteResult
+from gateway.errors import ActionError
+from gateway.outcomes import WriteResult
 from gateway.services import Services
 from tests.factories import as_principal, erp_connector, erp_rows, erp_tables, submit
 
@@ -441,6 +442,7 @@ async def test_cancel_by_support_bot_waits_for_approval_then_applies(governed: S
     assert await reservations_of(governed, order_id) == set()
     assert await outcomes(governed, pending.action.id) == [
         ("action.pending_approval", "PENDING_APPROVAL"),
+        ("approval.refused", "PENDING_APPROVAL"),  # sam's attempt, audited with its reason
         ("action.approved", "EXECUTING"),
         ("action.applied", "APPLIED"),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.console import wording
+from gateway.services import Services
 
 
 @pytest.mark.parametrize(
@@ -22,8 +23,10 @@ def test_duration_of_seconds_uses_largest_fitting_unit(seconds: float, words: st
     assert wording.duration(seconds) == words
 
 
-def test_kind_title_of_action_kind_is_its_mutation_in_words() -> None:
-    assert wording.kind_title("customer.update_contact") == "Update customer contact"
+def test_kind_title_of_action_kind_is_its_mutation_in_words(services: Services) -> None:
+    title = wording.kind_title("customer.update_contact", services.catalog)
+    assert title == "Update customer contact"
+    assert wording.kind_title("unknown.kind", services.catalog) == "unknown.kind"
 
 
 def test_status_words_of_unknown_status_is_readable() -> None:

@@ -11,17 +11,10 @@ from pydantic import Field, field_validator
 from sqlalchemy import and_, column, delete, func, insert, select, table, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.actions.base import (
-    ActionInput,
-    Invalid,
-    Plan,
-    Problem,
-    WriteEnv,
-    lock_account,
-    to_cents,
-    utcnow,
-)
+from sources.actions import ActionInput, Invalid, Plan, Problem
+from sources.demo.actions.erp import ErpAction, lock_account, tables, to_cents, utcnow
 from sources.records import Record
+from sources.sql import SqlConnector
 
 
 class OrderLineInput(ActionInput):
@@ -49,7 +42,7 @@ class PlaceOrderInput(ActionInput):
         return lines
 
 
-class PlaceOrder:
+class PlaceOrder(ErpAction):
     """order.place: known active SKUs, enough stock, total within available credit."""
 
     kind: ClassVar[str] = "order.place"
@@ -57,7 +50,6 @@ class PlaceOrder:
     entity: ClassVar[str] = "Order"
     summary: ClassVar[str] = "Place an order for a customer, reserving its stock."
     Input: ClassVar[type[ActionInput]] = PlaceOrderInput
-    pii_fields: ClassVar[frozenset[str]] = frozenset()
     creates: ClassVar[bool] = True
 
     def target(self, data: PlaceOrderInput) -> str:
@@ -69,18 +61,25 @@ class PlaceOrder:
     def amount(self, data: PlaceOrderInput) -> Decimal | None:
         return None  # known only once prices are read; credit is a validation rule
 
-    async def plan(self, data: PlaceOrderInput, env: WriteEnv) -> Plan:
-        balance = await env.erp.read("Balance", data.customer_id)
+    def touched(self, data: PlaceOrderInput, plan: Plan) -> list[tuple[str, str]]:
+        return [
+            ("Balance", data.customer_id),
+            ("Customer", data.customer_id),
+            *(("InventoryItem", line.sku) for line in data.lines),
+        ]
+
+    async def plan(self, data: PlaceOrderInput, source: SqlConnector) -> Plan:
+        balance = await source.read("Balance", data.customer_id)
         if balance is None:
             return Plan.refused(
                 f"unknown customer {data.customer_id}", "customerId", "KNOWN_CUSTOMER"
             )
         skus = [line.sku for line in data.lines]
-        items = await env.erp.read_many("InventoryItem", skus)
+        items = await source.read_many("InventoryItem", skus)
         currency = balance.data["currency"]
-        async with env.erp.transaction() as connection:
-            prices = await list_prices(connection, env, skus, currency)
-            available = await credit_room(connection, env, data.customer_id)
+        async with source.transaction() as connection:
+            prices = await list_prices(connection, source, skus, currency)
+            available = await credit_room(connection, source, data.customer_id)
         problems: list[Problem] = []
         reservations: list[dict[str, Any]] = []
         total = Decimal("0.00")
@@ -113,23 +112,23 @@ class PlaceOrder:
         return plan
 
     async def execute(
-        self, data: PlaceOrderInput, plan: Plan, env: WriteEnv, *, idempotency_key: str
+        self, data: PlaceOrderInput, plan: Plan, source: SqlConnector, *, action_id: str
     ) -> dict[str, Any]:
-        tables = env.erp_tables
+        erp_tables = tables(source)
         order_id = f"SO-{uuid.uuid4().hex[:10].upper()}"
         now = utcnow()
         prices: Mapping[str, Decimal] = plan.context["prices"]
-        async with env.erp.transaction() as connection:
+        async with source.transaction() as connection:
             # Orders for one customer queue on the account, and the credit is checked again
             # inside: two orders that each fit cannot together pass the limit.
-            await lock_account(connection, env, data.customer_id)
-            available = await credit_room(connection, env, data.customer_id)
+            await lock_account(connection, source, data.customer_id)
+            available = await credit_room(connection, source, data.customer_id)
             if plan.context["total"] > available:
                 raise Invalid(
                     [_over_credit(plan.context["total"], available, plan.context["currency"])]
                 )
             await connection.execute(
-                insert(tables["orders"]).values(
+                insert(erp_tables["orders"]).values(
                     id=order_id,
                     customer_id=data.customer_id,
                     status="open",
@@ -140,7 +139,7 @@ class PlaceOrder:
                 )
             )
             await connection.execute(
-                insert(tables["order_lines"]),
+                insert(erp_tables["order_lines"]),
                 [
                     {
                         "order_id": order_id,
@@ -154,8 +153,10 @@ class PlaceOrder:
                 ],
             )
             for reservation in plan.context["reservations"]:
-                await _hold(connection, tables, order_id, reservation, now)
-        return {"order_id": order_id}
+                await _hold(connection, erp_tables, order_id, reservation, now)
+            result = {"order_id": order_id}
+            await source.record_effect(action_id, result)
+        return result
 
 
 def _over_credit(total: Decimal, available: Decimal, currency: str) -> Problem:
@@ -168,10 +169,10 @@ def _over_credit(total: Decimal, available: Decimal, currency: str) -> Problem:
 
 
 async def list_prices(
-    connection: AsyncConnection, env: WriteEnv, skus: list[str], currency: str
+    connection: AsyncConnection, source: SqlConnector, skus: list[str], currency: str
 ) -> dict[str, Decimal]:
     """The price list's unit prices in `currency` of those `skus` that have one."""
-    prices = env.erp_tables["item_prices"]
+    prices = tables(source)["item_prices"]
     rows = await connection.execute(
         select(prices.c.sku, prices.c.unit_price_cents).where(
             prices.c.sku.in_(skus), prices.c.currency == currency
@@ -180,15 +181,17 @@ async def list_prices(
     return {row.sku: Decimal(row.unit_price_cents).scaleb(-2) for row in rows}
 
 
-async def credit_room(connection: AsyncConnection, env: WriteEnv, customer_id: str) -> Decimal:
+async def credit_room(
+    connection: AsyncConnection, source: SqlConnector, customer_id: str
+) -> Decimal:
     """Credit limit, less what is owed, less open orders not yet invoiced."""
     balances = table(
         "customer_balances",
         column("customer_id"),
         column("available_credit_cents"),
-        schema=env.erp.schema,
+        schema=source.schema,
     )
-    orders = env.erp_tables["orders"]
+    orders = tables(source)["orders"]
     available = (
         await connection.execute(
             select(balances.c.available_credit_cents).where(balances.c.customer_id == customer_id)
@@ -291,7 +294,7 @@ class CancelOrderInput(ActionInput):
     reason: str = Field(min_length=3, max_length=500)
 
 
-class CancelOrder:
+class CancelOrder(ErpAction):
     """order.cancel: only open orders; releases the stock they hold."""
 
     kind: ClassVar[str] = "order.cancel"
@@ -299,8 +302,6 @@ class CancelOrder:
     entity: ClassVar[str] = "Order"
     summary: ClassVar[str] = "Cancel an open order and release the stock it reserved."
     Input: ClassVar[type[ActionInput]] = CancelOrderInput
-    pii_fields: ClassVar[frozenset[str]] = frozenset()
-    creates: ClassVar[bool] = False
 
     def target(self, data: CancelOrderInput) -> str:
         return data.order_id
@@ -308,11 +309,20 @@ class CancelOrder:
     def policy_input(self, data: CancelOrderInput) -> dict[str, Any]:
         return {}
 
-    def amount(self, data: CancelOrderInput) -> Decimal | None:
-        return None
+    def touched(self, data: CancelOrderInput, plan: Plan) -> list[tuple[str, str]]:
+        order = plan.target_record
+        if order is None:
+            return []
+        customer = order.data["customer_id"]
+        lines = order.data.get("lines") or []
+        return [
+            ("Balance", customer),
+            ("Customer", customer),
+            *(("InventoryItem", line["sku"]) for line in lines),
+        ]
 
-    async def plan(self, data: CancelOrderInput, env: WriteEnv) -> Plan:
-        order = await env.erp.read("Order", data.order_id)
+    async def plan(self, data: CancelOrderInput, source: SqlConnector) -> Plan:
+        order = await source.read("Order", data.order_id)
         if order is None:
             return Plan.refused(f"unknown order {data.order_id}", "orderId", "KNOWN_ORDER")
         status = order.data["status"]
@@ -328,12 +338,12 @@ class CancelOrder:
         return plan
 
     async def execute(
-        self, data: CancelOrderInput, plan: Plan, env: WriteEnv, *, idempotency_key: str
+        self, data: CancelOrderInput, plan: Plan, source: SqlConnector, *, action_id: str
     ) -> dict[str, Any]:
-        orders, levels = env.erp_tables["orders"], env.erp_tables["stock_levels"]
-        reservations = env.erp_tables["reservations"]
+        orders, levels = tables(source)["orders"], tables(source)["stock_levels"]
+        reservations = tables(source)["reservations"]
         now = utcnow()
-        async with env.erp.transaction() as connection:
+        async with source.transaction() as connection:
             cancelled = await connection.execute(
                 update(orders)
                 .where(and_(orders.c.id == data.order_id, orders.c.status == "open"))
@@ -357,4 +367,6 @@ class CancelOrder:
             await connection.execute(
                 delete(reservations).where(reservations.c.order_id == data.order_id)
             )
-        return {"order_id": data.order_id, "released": len(held)}
+            result = {"order_id": data.order_id, "released": len(held)}
+            await source.record_effect(action_id, result)
+        return result

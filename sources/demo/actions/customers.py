@@ -7,7 +7,9 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, StringConstraints, model_validator
 
-from gateway.actions.base import ActionInput, Plan, WriteEnv
+from sources.actions import ActionInput, Effect, Plan
+from sources.errors import SourceConflict
+from sources.http import HttpConnector
 
 Email = Annotated[
     str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$", max_length=254)
@@ -61,8 +63,11 @@ class UpdateCustomerContact:
     def amount(self, data: UpdateCustomerContactInput) -> Decimal | None:
         return None
 
-    async def plan(self, data: UpdateCustomerContactInput, env: WriteEnv) -> Plan:
-        customer = await env.crm.read("Customer", data.customer_id)
+    def touched(self, data: UpdateCustomerContactInput, plan: Plan) -> list[tuple[str, str]]:
+        return []
+
+    async def plan(self, data: UpdateCustomerContactInput, source: HttpConnector) -> Plan:
+        customer = await source.read("Customer", data.customer_id)
         if customer is None:
             return Plan.refused(
                 f"unknown customer {data.customer_id}", "customerId", "KNOWN_CUSTOMER"
@@ -72,16 +77,39 @@ class UpdateCustomerContact:
         return Plan(customer.version, customer, before, {**before, **changes})
 
     async def execute(
-        self, data: UpdateCustomerContactInput, plan: Plan, env: WriteEnv, *, idempotency_key: str
+        self, data: UpdateCustomerContactInput, plan: Plan, source: HttpConnector, *, action_id: str
     ) -> dict[str, Any]:
-        record = await env.crm.update(
-            "Customer",
-            data.customer_id,
-            _changes(data),
-            idempotency_key=idempotency_key,
-            if_version=plan.target_version,
-        )
-        return {"version": record.version}
+        return await _patch(data, source, action_id, plan.target_version)
+
+    async def find_effect(
+        self,
+        data: UpdateCustomerContactInput,
+        source: HttpConnector,
+        *,
+        action_id: str,
+        based_on: str | None,
+    ) -> Effect:
+        """The same PATCH under the same key: the CRM replays it if it applied it, or applies
+        it now against the version that was validated; a changed record means it never did."""
+        try:
+            return Effect(True, await _patch(data, source, action_id, based_on))
+        except SourceConflict:
+            return Effect(False)
+
+
+async def _patch(
+    data: UpdateCustomerContactInput, source: HttpConnector, action_id: str, version: str | None
+) -> dict[str, Any]:
+    # The action's own id is the CRM's idempotency key: unique across principals and kept
+    # by retries of the action, never a client's key that another principal may also use.
+    record = await source.update(
+        "Customer",
+        data.customer_id,
+        _changes(data),
+        idempotency_key=f"gatehouse-{action_id}",
+        if_version=version,
+    )
+    return {"version": record.version}
 
 
 def _changes(data: UpdateCustomerContactInput) -> dict[str, Any]:

@@ -10,16 +10,9 @@ from pydantic import Field, StringConstraints
 from sqlalchemy import column, func, insert, select, table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.actions.base import (
-    ActionInput,
-    Invalid,
-    Plan,
-    Problem,
-    WriteEnv,
-    lock_account,
-    to_cents,
-    utcnow,
-)
+from sources.actions import ActionInput, Invalid, Plan, Problem
+from sources.demo.actions.erp import ErpAction, lock_account, money, tables, to_cents, utcnow
+from sources.sql import SqlConnector
 
 Amount = Annotated[Decimal, Field(gt=0, le=Decimal("1000000000"), decimal_places=2)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -34,7 +27,7 @@ class RecordPaymentInput(ActionInput):
     reference: str = Field(min_length=1, max_length=100, description="The bank reference.")
 
 
-class RecordPayment:
+class RecordPayment(ErpAction):
     """payment.record: in the account's currency, never above what is outstanding."""
 
     kind: ClassVar[str] = "payment.record"
@@ -42,8 +35,6 @@ class RecordPayment:
     entity: ClassVar[str] = "Balance"
     summary: ClassVar[str] = "Record a payment received from a customer."
     Input: ClassVar[type[ActionInput]] = RecordPaymentInput
-    pii_fields: ClassVar[frozenset[str]] = frozenset()
-    creates: ClassVar[bool] = False
 
     def target(self, data: RecordPaymentInput) -> str:
         return data.customer_id
@@ -54,8 +45,11 @@ class RecordPayment:
     def amount(self, data: RecordPaymentInput) -> Decimal | None:
         return data.amount
 
-    async def plan(self, data: RecordPaymentInput, env: WriteEnv) -> Plan:
-        balance = await env.erp.read("Balance", data.customer_id)
+    def touched(self, data: RecordPaymentInput, plan: Plan) -> list[tuple[str, str]]:
+        return [("Customer", data.customer_id)]
+
+    async def plan(self, data: RecordPaymentInput, source: SqlConnector) -> Plan:
+        balance = await source.read("Balance", data.customer_id)
         if balance is None:
             return Plan.refused(
                 f"unknown customer {data.customer_id}", "customerId", "KNOWN_CUSTOMER"
@@ -74,26 +68,26 @@ class RecordPayment:
             )
         if data.amount > outstanding:
             plan.problems.append(_above_outstanding(data.amount, outstanding))
-        async with env.erp.transaction() as connection:
-            if await _reference_used(connection, env, data.reference):
+        async with source.transaction() as connection:
+            if await _reference_used(connection, source, data.reference):
                 plan.problems.append(_reference_problem(data.reference))
         return plan
 
     async def execute(
-        self, data: RecordPaymentInput, plan: Plan, env: WriteEnv, *, idempotency_key: str
+        self, data: RecordPaymentInput, plan: Plan, source: SqlConnector, *, action_id: str
     ) -> dict[str, Any]:
         payment_id = f"PAY-{uuid.uuid4().hex[:10].upper()}"
-        async with env.erp.transaction() as connection:
+        async with source.transaction() as connection:
             # Checked again under the account's lock: two payments validated side by side
             # must not together take the account below zero, nor share a reference.
-            await lock_account(connection, env, data.customer_id)
-            outstanding = await _outstanding(connection, env, data.customer_id)
+            await lock_account(connection, source, data.customer_id)
+            outstanding = await _outstanding(connection, source, data.customer_id)
             if outstanding is not None and data.amount > outstanding:
                 raise Invalid([_above_outstanding(data.amount, outstanding)])
-            if await _reference_used(connection, env, data.reference):
+            if await _reference_used(connection, source, data.reference):
                 raise Invalid([_reference_problem(data.reference)])
             await connection.execute(
-                insert(env.erp_tables["payments"]).values(
+                insert(tables(source)["payments"]).values(
                     id=payment_id,
                     customer_id=data.customer_id,
                     currency=data.currency,
@@ -102,7 +96,9 @@ class RecordPayment:
                     received_at=utcnow(),
                 )
             )
-        return {"payment_id": payment_id}
+            result = {"payment_id": payment_id}
+            await source.record_effect(action_id, result)
+        return result
 
 
 def _above_outstanding(amount: Decimal, outstanding: Decimal) -> Problem:
@@ -121,28 +117,30 @@ def _reference_problem(reference: str) -> Problem:
     )
 
 
-async def _reference_used(connection: AsyncConnection, env: WriteEnv, reference: str) -> bool:
-    payments = env.erp_tables["payments"]
+async def _reference_used(
+    connection: AsyncConnection, source: SqlConnector, reference: str
+) -> bool:
+    payments = tables(source)["payments"]
     found = await connection.execute(select(payments.c.id).where(payments.c.reference == reference))
     return found.first() is not None
 
 
 async def _outstanding(
-    connection: AsyncConnection, env: WriteEnv, customer_id: str
+    connection: AsyncConnection, source: SqlConnector, customer_id: str
 ) -> Decimal | None:
     """What the customer owes now, as the Balance entity (the customer_balances view) says."""
     balances = table(
         "customer_balances",
         column("customer_id"),
         column("outstanding_cents"),
-        schema=env.erp.schema,
+        schema=source.schema,
     )
     cents = (
         await connection.execute(
             select(balances.c.outstanding_cents).where(balances.c.customer_id == customer_id)
         )
     ).scalar_one_or_none()
-    return None if cents is None else _money(cents)
+    return None if cents is None else money(cents)
 
 
 class IssueCreditNoteInput(ActionInput):
@@ -154,7 +152,7 @@ class IssueCreditNoteInput(ActionInput):
     reason: str = Field(min_length=3, max_length=200)
 
 
-class IssueCreditNote:
+class IssueCreditNote(ErpAction):
     """credit_note.issue: against the customer's own order, never beyond what it is worth."""
 
     kind: ClassVar[str] = "credit_note.issue"
@@ -162,8 +160,6 @@ class IssueCreditNote:
     entity: ClassVar[str] = "Balance"
     summary: ClassVar[str] = "Issue a credit note to a customer against one of their orders."
     Input: ClassVar[type[ActionInput]] = IssueCreditNoteInput
-    pii_fields: ClassVar[frozenset[str]] = frozenset()
-    creates: ClassVar[bool] = False
 
     def target(self, data: IssueCreditNoteInput) -> str:
         return data.customer_id
@@ -174,9 +170,12 @@ class IssueCreditNote:
     def amount(self, data: IssueCreditNoteInput) -> Decimal | None:
         return data.amount
 
-    async def plan(self, data: IssueCreditNoteInput, env: WriteEnv) -> Plan:
-        balance = await env.erp.read("Balance", data.customer_id)
-        order = await env.erp.read("Order", data.order_id)
+    def touched(self, data: IssueCreditNoteInput, plan: Plan) -> list[tuple[str, str]]:
+        return [("Customer", data.customer_id), ("Order", data.order_id)]
+
+    async def plan(self, data: IssueCreditNoteInput, source: SqlConnector) -> Plan:
+        balance = await source.read("Balance", data.customer_id)
+        order = await source.read("Order", data.order_id)
         if balance is None:
             return Plan.refused(
                 f"unknown customer {data.customer_id}", "customerId", "KNOWN_CUSTOMER"
@@ -185,8 +184,8 @@ class IssueCreditNote:
             return Plan.refused(
                 f"{data.customer_id} has no order {data.order_id}", "orderId", "CUSTOMERS_ORDER"
             )
-        async with env.erp.transaction() as connection:
-            credited, ceiling, cancelled = await _credit_room(connection, env, data.order_id)
+        async with source.transaction() as connection:
+            credited, ceiling, cancelled = await _credit_room(connection, source, data.order_id)
         outstanding: Decimal = balance.data["outstanding"]
         before = {"outstanding": str(outstanding), "credited_on_order": str(credited)}
         after = {
@@ -200,18 +199,18 @@ class IssueCreditNote:
         return plan
 
     async def execute(
-        self, data: IssueCreditNoteInput, plan: Plan, env: WriteEnv, *, idempotency_key: str
+        self, data: IssueCreditNoteInput, plan: Plan, source: SqlConnector, *, action_id: str
     ) -> dict[str, Any]:
         note_id = f"CN-{uuid.uuid4().hex[:10].upper()}"
-        async with env.erp.transaction() as connection:
+        async with source.transaction() as connection:
             # Checked again under the account's lock: two credit notes validated side by
             # side must not together go beyond what the order is worth (or what was paid).
-            await lock_account(connection, env, data.customer_id)
-            credited, ceiling, cancelled = await _credit_room(connection, env, data.order_id)
+            await lock_account(connection, source, data.customer_id)
+            credited, ceiling, cancelled = await _credit_room(connection, source, data.order_id)
             if (problem := _beyond_order(data.amount, credited, ceiling, cancelled)) is not None:
                 raise Invalid([problem])
             await connection.execute(
-                insert(env.erp_tables["credit_notes"]).values(
+                insert(tables(source)["credit_notes"]).values(
                     id=note_id,
                     customer_id=data.customer_id,
                     order_id=data.order_id,
@@ -221,7 +220,9 @@ class IssueCreditNote:
                     issued_at=utcnow(),
                 )
             )
-        return {"credit_note_id": note_id}
+            result = {"credit_note_id": note_id}
+            await source.record_effect(action_id, result)
+        return result
 
 
 def _beyond_order(
@@ -239,14 +240,14 @@ def _beyond_order(
 
 
 async def _credit_room(
-    connection: AsyncConnection, env: WriteEnv, order_id: str
+    connection: AsyncConnection, source: SqlConnector, order_id: str
 ) -> tuple[Decimal, Decimal, bool]:
     """Credit already issued on an order, the most it may reach, and whether it is cancelled.
 
     The most is the order's total; for a cancelled order, what was paid against its invoices.
     """
     orders, notes, invoices, payments = (
-        env.erp_tables[name] for name in ("orders", "credit_notes", "invoices", "payments")
+        tables(source)[name] for name in ("orders", "credit_notes", "invoices", "payments")
     )
     order = (
         await connection.execute(
@@ -267,8 +268,4 @@ async def _credit_room(
     ceiling_cents = (
         (await connection.execute(paid)).scalar_one() if cancelled else order.total_cents
     )
-    return _money(credited_cents), _money(ceiling_cents), cancelled
-
-
-def _money(cents: Any) -> Decimal:
-    return Decimal(int(cents)).scaleb(-2)
+    return money(credited_cents), money(ceiling_cents), cancelled

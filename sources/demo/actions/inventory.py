@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, ClassVar
 
 from pydantic import Field
 from sqlalchemy import and_, update
 
-from gateway.actions.base import ActionInput, Invalid, Plan, Problem, WriteEnv, utcnow
+from sources.actions import ActionInput, Invalid, Plan, Problem
+from sources.demo.actions.erp import ErpAction, tables, utcnow
+from sources.sql import SqlConnector
 
 STOCK_NOT_NEGATIVE = "STOCK_NOT_NEGATIVE"
 
@@ -24,7 +25,7 @@ class AdjustInventoryInput(ActionInput):
     reason: str = Field(min_length=3, max_length=500, description="Why, for the audit trail.")
 
 
-class AdjustInventory:
+class AdjustInventory(ErpAction):
     """inventory.adjust: stock never goes below zero, nor below what is reserved."""
 
     kind: ClassVar[str] = "inventory.adjust"
@@ -32,8 +33,6 @@ class AdjustInventory:
     entity: ClassVar[str] = "InventoryItem"
     summary: ClassVar[str] = "Adjust the on-hand stock of one item at one location."
     Input: ClassVar[type[ActionInput]] = AdjustInventoryInput
-    pii_fields: ClassVar[frozenset[str]] = frozenset()
-    creates: ClassVar[bool] = False
 
     def target(self, data: AdjustInventoryInput) -> str:
         return data.sku
@@ -41,13 +40,10 @@ class AdjustInventory:
     def policy_input(self, data: AdjustInventoryInput) -> dict[str, Any]:
         return {"quantity": abs(data.delta), "delta": data.delta, "location": data.location}
 
-    def amount(self, data: AdjustInventoryInput) -> Decimal | None:
-        return None
-
-    async def plan(self, data: AdjustInventoryInput, env: WriteEnv) -> Plan:
+    async def plan(self, data: AdjustInventoryInput, source: SqlConnector) -> Plan:
         if data.delta == 0:
             return Plan.refused("delta must not be zero", "delta", "SHAPE")
-        record = await env.erp.read("InventoryItem", data.sku)
+        record = await source.read("InventoryItem", data.sku)
         if record is None:
             return Plan.refused(f"unknown SKU {data.sku}", "sku", "KNOWN_SKU")
         level = next((lv for lv in record.data["levels"] if lv["location"] == data.location), None)
@@ -74,9 +70,9 @@ class AdjustInventory:
         return plan
 
     async def execute(
-        self, data: AdjustInventoryInput, plan: Plan, env: WriteEnv, *, idempotency_key: str
+        self, data: AdjustInventoryInput, plan: Plan, source: SqlConnector, *, action_id: str
     ) -> dict[str, Any]:
-        levels = env.erp_tables["stock_levels"]
+        levels = tables(source)["stock_levels"]
         statement = (
             update(levels)
             .where(
@@ -91,7 +87,7 @@ class AdjustInventory:
             .values(on_hand=levels.c.on_hand + data.delta, updated_at=utcnow())
             .returning(levels.c.on_hand, levels.c.reserved)
         )
-        async with env.erp.transaction() as connection:
+        async with source.transaction() as connection:
             row = (await connection.execute(statement)).first()
         if row is None:
             raise Invalid(
@@ -103,4 +99,6 @@ class AdjustInventory:
                     )
                 ]
             )
-        return {"on_hand": row.on_hand, "available": row.on_hand - row.reserved}
+        result = {"on_hand": row.on_hand, "available": row.on_hand - row.reserved}
+        await source.record_effect(action_id, result)
+        return result
