@@ -501,6 +501,11 @@ _NEXT = {
     ),
     Status.REJECTED: "A human rejected it: {error}. Do not resubmit it unchanged.",
     Status.EXPIRED: "Nobody approved it in time. Submit it again if it is still needed.",
+    Status.IN_DOUBT: (
+        "The gateway stopped while applying it and cannot yet tell whether it was applied. "
+        "Do not send it again; an operator settles action {action_id}: follow it with "
+        "get_action."
+    ),
 }
 _TOOL_ERRORS = {
     Status.DENIED,
