@@ -45,6 +45,7 @@ from gateway.outcomes import Outcomes
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator, Principal
 from gateway.reads import Reads
+from gateway.recovery import Recovery
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.telemetry import configure_tracing
@@ -128,6 +129,7 @@ def build_writes(
         outcomes=outcomes,
         execution=execution,
         moves=Moves(outcomes, execution),
+        recovery=Recovery(outcomes),
         idempotency_ttl=config.writes.idempotency_ttl,
     )
 

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -202,6 +202,14 @@ class Outcomes:
         with tracer().start_as_current_span("write audit", attributes={"gatehouse.event": event}):
             appended = await self.audit.append(audited, prelude=change)
         return None if appended is None else saved
+
+    async def refused(
+        self, action: Action, actor: Principal, move: str, code: str, why: str
+    ) -> NoReturn:
+        """Audit a refused move on an action, then refuse it."""
+        event = "approval.refused" if move in ("approve", "reject") else f"action.{move}_refused"
+        await self.record(action, event, actor, {"move": move, "code": code, "why": why})
+        raise ActionError(code, why)
 
     async def record(
         self, action: Action, event: str, actor: Principal | None, extra: Mapping[str, Any]

@@ -9,11 +9,12 @@
       4-8.             plan, precondition, dry run, approval, execution   (execution.py)
       9. outcome       saved with its audit event, the lease released      (outcomes.py)
 
-The claim is the in-flight marker: if this process dies, recovery (moves.py) finds the
+The claim is the in-flight marker: if this process dies, recovery (recovery.py) finds the
 action by its lapsed lease and asks its implementation whether its effect reached the
 system. A replay of a key whose action is in flight on a dead process takes it over there.
 
-approve / reject / retry / expire / recover / resolve move existing actions on (moves.py).
+approve / reject / retry / expire move existing actions on (moves.py); recover and resolve
+settle those a crash left behind (recovery.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from gateway.outcomes import (
     input_digest,
 )
 from gateway.principals import Principal
+from gateway.recovery import Recovery
 from gateway.telemetry import current_trace_id, tracer
 from sources.actions import ActionInput, ActionKind, Problem
 from sources.sql import single_statement_engine
@@ -57,11 +59,18 @@ class Writes:
     """The governed write service: `submit`, and the moves of existing actions."""
 
     def __init__(
-        self, *, outcomes: Outcomes, execution: Execution, moves: Moves, idempotency_ttl: float
+        self,
+        *,
+        outcomes: Outcomes,
+        execution: Execution,
+        moves: Moves,
+        recovery: Recovery,
+        idempotency_ttl: float,
     ) -> None:
         self._outcomes = outcomes
         self._execution = execution
         self.moves = moves
+        self.recovery = recovery
         self._idempotency_ttl = idempotency_ttl
         self.leases = outcomes.leases
         self._single_statements = single_statement_engine(outcomes.engine)
@@ -166,7 +175,7 @@ class Writes:
                 action.lease_until, self._outcomes.clock()
             )
             if action.status in IN_FLIGHT and lapsed:
-                return await self.moves.recover(action)
+                return await self.recovery.recover(action)
             if asyncio.get_running_loop().time() > deadline:
                 raise ActionError(
                     "IDEMPOTENCY_IN_PROGRESS",
@@ -290,7 +299,7 @@ class Writes:
         self, action_id: str, operator: Principal, *, applied: bool, note: str
     ) -> WriteResult:
         """Settle an IN_DOUBT action as a person found it: applied, or not."""
-        return await self.moves.resolve(action_id, operator, applied=applied, note=note)
+        return await self.recovery.resolve(action_id, operator, applied=applied, note=note)
 
     async def expire_due(self) -> int:
         """Move pending actions past their expiry to EXPIRED; how many this call moved."""
@@ -299,7 +308,7 @@ class Writes:
     async def recover_due(self) -> int:
         """Settle the actions whose process died while they were in flight, and re-check
         those in doubt; how many this call settled."""
-        return await self.moves.recover_due()
+        return await self.recovery.recover_due()
 
     async def refresh_policy(self) -> None:
         """Reload the policy files if they changed, and audit the reload."""
