@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -165,7 +165,13 @@ class Writes:
             if action is None:
                 raise ActionError("NOT_FOUND", f"no action {action_id}")
             if action.status is Status.FAILED:
-                return await self.moves.retry(action_id, principal, channel=action.channel)
+                if (
+                    retried := await self._settling(
+                        self.moves.retry(action_id, principal, channel=action.channel)
+                    )
+                ) is not None:
+                    return retried
+                continue
             if action.status in SETTLED:
                 await self._outcomes.record(
                     action, "action.replayed", principal, {"replay_of": action.id}
@@ -175,7 +181,9 @@ class Writes:
                 action.lease_until, self._outcomes.clock()
             )
             if action.status in IN_FLIGHT and lapsed:
-                return await self.recovery.recover(action)
+                if (recovered := await self._settling(self.recovery.recover(action))) is not None:
+                    return recovered
+                continue
             if asyncio.get_running_loop().time() > deadline:
                 raise ActionError(
                     "IDEMPOTENCY_IN_PROGRESS",
@@ -183,6 +191,17 @@ class Writes:
                     "retry in a few seconds",
                 )
             await asyncio.sleep(_REPLAY_POLL)
+
+    @staticmethod
+    async def _settling(move: Coroutine[Any, Any, WriteResult]) -> WriteResult | None:
+        """A replay's own move on the action; None when another request or replica made one
+        first (the replay then looks again and answers with what that one came to)."""
+        try:
+            return await move
+        except ActionError as raced:
+            if raced.code in ("ACTION_CHANGED", "NOT_FAILED", "ACTION_NOT_PENDING"):
+                return None
+            raise
 
     # ---- what would happen -----------------------------------------------------------
 
