@@ -297,3 +297,14 @@ def digest(value: Any) -> str:
     """SHA-256 of the canonical JSON of `value`."""
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def request_digest(action: Action, request: WriteRequest) -> str:
+    """The digest that tells a replay of the same keyed request from a reuse of its key."""
+    return digest(
+        {
+            "digest": action.input_digest,
+            "dry_run": request.dry_run,
+            "expected": request.expected_version,
+        }
+    )

@@ -43,8 +43,8 @@ from gateway.outcomes import (
     WriteRequest,
     WriteResult,
     decided,
-    digest,
     input_digest,
+    request_digest,
 )
 from gateway.principals import Principal
 from gateway.recovery import Recovery
@@ -148,7 +148,7 @@ class Writes:
             action,
             revision=1,
             lease_until=self._outcomes.leases.until(),
-            request_digest=_request_digest(action, request) if keyed else None,
+            request_digest=request_digest(action, request) if keyed else None,
             key_held_until=now + timedelta(seconds=self._idempotency_ttl) if keyed else None,
         )
         self._outcomes.leases.hold(action.id)
@@ -375,16 +375,6 @@ def _normalized(data: ActionInput | None, raw: Mapping[str, Any]) -> dict[str, A
         dumped: dict[str, Any] = data.model_dump(mode="json")
         return dumped
     return {key: value for key, value in raw.items() if value is not None}
-
-
-def _request_digest(action: Action, request: WriteRequest) -> str:
-    return digest(
-        {
-            "digest": action.input_digest,
-            "dry_run": request.dry_run,
-            "expected": request.expected_version,
-        }
-    )
 
 
 def _passed(moment: datetime, now: datetime) -> bool:

@@ -23,7 +23,7 @@ from gateway.actions.store import Action, Status
 from gateway.database import actions
 from gateway.errors import ActionError
 from gateway.idempotency import claim
-from gateway.outcomes import WriteRequest
+from gateway.outcomes import WriteRequest, request_digest
 from gateway.services import Services
 from sources.demo import CrmProcess
 from sources.errors import SourceRejected
@@ -70,7 +70,7 @@ async def left_in_flight(
         action, revision=1, lease_until=lapsed, key_held_until=held, request_digest="r"
     )
     if key is not None:  # the digest a replay of the same request computes
-        stored = replace(stored, request_digest=_request_digest(stored, request))
+        stored = replace(stored, request_digest=request_digest(stored, request))
     async with services.engine.begin() as connection:
         assert (await claim(connection, store.row(stored), now=datetime.now(UTC))).won
     if effect:
@@ -79,12 +79,6 @@ async def left_in_flight(
             plan = await implementation.plan(parsed, unit)
             await implementation.execute(parsed, plan, unit, action_id=action.id)
     return stored
-
-
-def _request_digest(action: Action, request: WriteRequest) -> str:
-    from gateway.pipeline import _request_digest as digest_of
-
-    return digest_of(action, request)
 
 
 async def test_recover_in_flight_action_whose_effect_committed_is_applied_once(
