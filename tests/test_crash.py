@@ -51,6 +51,7 @@ SLACK_SECONDS = 3.0  # scheduling slack on a busy test machine
 REQUEST_TIMEOUT = LEASE_SECONDS + SLACK_SECONDS  # a replay never waits longer than this
 RESEND_TIMEOUT = REQUEST_TIMEOUT + 2.0  # long enough to tell "slow" from "no answer"
 RECOVERY_LIMIT = LEASE_SECONDS + SWEEP_SECONDS + SLACK_SECONDS  # a dead replica's in flight
+KILL_ATTEMPTS = 4  # kills of replica b until one catches its writes in flight
 
 WRITERS = 8  # adjustInventory requests in flight (finn's approvals come on top)
 RESEND_IN_FLIGHT = 16
@@ -512,19 +513,24 @@ async def _kill_and_wait_for_sweep(
     return Kill(left, took, still)
 
 
+def _victims(kill: Kill, load: Load, rows: Sequence[ActionRow]) -> set[str]:
+    """Replica b's actions the kill left in flight: those its clients got no answer for."""
+    parked = {(write.principal, key) for key, write in load.parked.items()}
+    return {
+        row.id
+        for row in rows
+        if row.id in kill.left
+        and ((row.principal, row.key) in parked or row.id in load.unanswered_approvals)
+    }
+
+
 def _sweep_late_or_idle(kill: Kill, load: Load, before_resend: Sequence[ActionRow]) -> list[str]:
     """The kill caught the victim's writes in flight, and the survivor settled them in time.
 
     The victim's own: actions whose write or approval its clients got no answer for (they are
     not sent again before the end, so only a sweep can settle them).
     """
-    parked = {(write.principal, key) for key, write in load.parked.items()}
-    victims = {
-        row.id
-        for row in before_resend
-        if row.id in kill.left
-        and ((row.principal, row.key) in parked or row.id in load.unanswered_approvals)
-    }
+    victims = _victims(kill, load, before_resend)
     broken = []
     if not victims:
         broken.append(f"harness: the kill caught no write of replica b's in flight: {kill}")
@@ -835,7 +841,13 @@ async def test_replicas_one_sigkilled_survivor_settles_its_writes_within_seconds
             clock.lap("start")
             load = Load(client, [survivor, victim], estate.keys, rng=rng, park=True)
             async with load.running(WRITERS):
-                kill = await _kill_and_wait_for_sweep(victim, databases, rng)
+                # A kill that happens to catch none of replica b's writes in flight proves
+                # nothing about the sweep: bring b back and kill it again (a few times at most).
+                for _ in range(KILL_ATTEMPTS):
+                    kill = await _kill_and_wait_for_sweep(victim, databases, rng)
+                    if kill.still or _victims(kill, load, await databases.actions()):
+                        break
+                    await asyncio.to_thread(victim.start)
                 await asyncio.sleep(RUN_AFTER_LAST_RESTART)
             clock.lap("load with a kill")
             before_resend = await databases.actions()
