@@ -125,6 +125,12 @@ def test_serve_with_typo_exits_2_naming_the_key(tmp_path: Path, environ: dict[st
             '"sources.demo.actions.inventory:AdjustInventory"',
             "actions.cancel_order: 'inventory.adjust' is also the name of actions.adjust_inventory",
         ),
+        (
+            '"sources.demo.actions.inventory:AdjustInventory"',
+            '"tests.acme.actions:RenameInStyle"',
+            "action 'item.rename_in_style' ('tests.acme.actions:RenameInStyle'): its Input cannot "
+            "be a GraphQL input",
+        ),
     ],
 )
 def test_serve_with_bad_action_exits_2_naming_the_key(

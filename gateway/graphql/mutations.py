@@ -17,7 +17,7 @@ from strawberry.scalars import JSON
 
 from gateway.actions.store import Status
 from gateway.audit import StoredEvent
-from gateway.errors import Forbidden, InvalidArgument
+from gateway.errors import ConfigError, Forbidden, InvalidArgument
 from gateway.graphql.context import Info
 from gateway.graphql.types import Connection, Edge, PageInfo
 from gateway.graphql.writes import (
@@ -70,6 +70,28 @@ def _mutation(kind: ActionKind) -> Any:
         description=f"{kind.summary} Governed: policy, validation, optional approval, audit. "
         "dryRun runs every step but the write; a stale expectedVersion is a CONFLICT.",
     )
+
+
+def untypeable_input(kinds: Sequence[ActionKind]) -> ConfigError | None:
+    """Which kind's Input GraphQL cannot type, found by giving each a schema of its own:
+    Strawberry only meets a field's type when the whole schema is built.
+    """
+    for kind in kinds:
+
+        def probe(input: Any) -> bool:
+            return True
+
+        probe.__annotations__ = {"input": graphql_input(kind.Input), "return": bool}
+        probe_query = strawberry.type(type("Probe", (), {"probe": strawberry.field(probe)}))
+        try:
+            strawberry.Schema(query=probe_query)
+        except TypeError as exc:  # Strawberry's word for an annotation it cannot map
+            reference = f"{type(kind).__module__}:{type(kind).__qualname__}"
+            return ConfigError(
+                f"action '{kind.kind}' ('{reference}'): its Input cannot be a GraphQL input "
+                f"({exc}); use str, int, bool, Decimal, a date, a list, an Enum or a model"
+            )
+    return None
 
 
 def _approval_mutations() -> dict[str, Any]:

@@ -18,7 +18,7 @@ from gateway.graphql.extensions import (
     Observability,
     query_limits,
 )
-from gateway.graphql.mutations import ActionQueries, build_mutation
+from gateway.graphql.mutations import ActionQueries, build_mutation, untypeable_input
 from gateway.graphql.queries import Query as ReadQueries
 from sources.actions import ActionKind
 
@@ -32,7 +32,10 @@ def build_schema(limits: LimitsConfig, kinds: Sequence[ActionKind]) -> strawberr
     Built once per set of limits and of action classes: the app and every MCP tool call
     share it.
     """
-    return _schema(limits, tuple(type(kind) for kind in kinds))
+    try:
+        return _schema(limits, tuple(type(kind) for kind in kinds))
+    except TypeError as exc:
+        raise untypeable_input(kinds) or exc from exc
 
 
 @functools.cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from sqlalchemy import column, table, update
@@ -109,3 +109,17 @@ class Unreliable(RenameItem):
         self, data: Any, source: SqlConnector, *, action_id: str, based_on: str | None
     ) -> None:
         return None  # it keeps no journal: after a crash nothing can tell
+
+
+class RenameInStyleInput(RenameItemInput):
+    """A rename with a style picked from a fixed set, written as a Literal (GraphQL has none)."""
+
+    style: Literal["upper", "lower"] = "upper"
+
+
+class RenameInStyle(RenameItem):
+    """item.rename_in_style: an action whose Input GraphQL cannot type, refused at start-up."""
+
+    kind: ClassVar[str] = "item.rename_in_style"
+    mutation: ClassVar[str] = "renameInStyle"
+    Input: ClassVar[type[ActionInput]] = RenameInStyleInput
