@@ -47,7 +47,7 @@ from gateway.outcomes import (
     request_digest,
 )
 from gateway.principals import Principal
-from gateway.recovery import Recovery
+from gateway.recovery import Now, Recovery
 from gateway.telemetry import current_trace_id, tracer
 from sources.actions import ActionInput, ActionKind, Problem
 from sources.sql import single_statement_engine
@@ -319,6 +319,10 @@ class Writes:
     ) -> WriteResult:
         """Settle an IN_DOUBT action as a person found it: applied, or not."""
         return await self.recovery.resolve(action_id, operator, applied=applied, note=note)
+
+    async def now(self, action: Action) -> Now:
+        """What the system holds now for an action's fields (for a person resolving it)."""
+        return await self.recovery.now(action)
 
     async def expire_due(self) -> int:
         """Move pending actions past their expiry to EXPIRED; how many this call moved."""

@@ -16,20 +16,32 @@ action in flight with a lapsed lease; replicas racing to settle one action recor
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from gateway.actions import store
 from gateway.actions.store import IN_FLIGHT, Action, Status
 from gateway.errors import ActionError
 from gateway.outcomes import Found, Outcomes, WriteResult
 from gateway.principals import Principal
-from sources.actions import Effect
+from sources.actions import Effect, Plan
 from sources.errors import SourceError
 
 log = logging.getLogger("gatehouse.writes")
 
 _RECOVERY = "the gateway process working on it stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """What the system of record holds now for an action's fields, for a person to compare
+    with the before-state recorded when it was planned (personal data masked)."""
+
+    values: dict[str, Any] | None  # the fields of the action's diff, as a fresh plan reads them
+    version: str | None
+    problem: str | None  # why the fields could not be read, or what a fresh plan objects to
 
 
 class Recovery:
@@ -89,6 +101,28 @@ class Recovery:
         if saved is None:
             raise ActionError("ACTION_CHANGED", f"action {action.id} was settled meanwhile")
         return self._outcomes.result(saved)
+
+    async def now(self, action: Action) -> Now:
+        """The action's fields as its system holds them now: a fresh plan, nothing written."""
+        kind = self._outcomes.catalog.get(action.kind)
+        if kind is None:
+            return Now(None, None, f"the action '{action.kind}' is no longer configured")
+        source = self._outcomes.catalog.source(kind.kind)
+        try:
+            data = kind.Input.model_validate(action.input)
+            async with asyncio.timeout(getattr(source, "timeout", None)), source.unit():
+                plan = await kind.plan(data, source)
+        except SourceError as error:
+            return Now(None, None, f"{error.code}: {source.name} could not be read")
+        except Exception as exc:  # the implementation broke or hung; a person must look
+            log.warning("reading the current state failed", extra={"action_id": action.id})
+            return Now(None, None, f"the action's implementation failed ({type(exc).__name__})")
+        if not isinstance(plan, Plan):
+            return Now(None, None, "the action's implementation returned no plan")
+        problem = "; ".join(p.message for p in plan.problems) or None
+        return Now(
+            self._outcomes.catalog.masked(kind.kind, plan.before), plan.target_version, problem
+        )
 
     async def _find_effect(self, action: Action) -> Effect | None:
         kind = self._outcomes.catalog.get(action.kind)

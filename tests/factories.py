@@ -10,6 +10,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy
@@ -19,11 +21,14 @@ from sqlalchemy import Select, Table
 from sqlalchemy.ext.asyncio import create_async_engine
 from strawberry.types import ExecutionResult
 
+from gateway.actions import store
+from gateway.actions.store import Action, Status
 from gateway.app import build_services
 from gateway.config import GatewayConfig
 from gateway.graphql.context import Context
 from gateway.graphql.schema import build_schema
-from gateway.outcomes import WriteRequest, WriteResult
+from gateway.idempotency import claim
+from gateway.outcomes import WriteRequest, WriteResult, request_digest
 from gateway.principals import Principal
 from gateway.services import Services
 from gateway.settings import Settings
@@ -216,3 +221,45 @@ async def erp_rows(services: Services, statement: Select[Any]) -> list[Any]:
     """The rows a statement selects from the ERP, read directly."""
     async with erp_connector(services).engine.connect() as connection:
         return list((await connection.execute(statement)).all())
+
+
+async def left_in_flight(
+    services: Services,
+    kind: str,
+    data: dict[str, Any],
+    *,
+    principal: str = "olivia",
+    key: str | None = "crash-1",
+    effect: bool,
+    approved: bool = False,
+) -> Action:
+    """An action as a process that died leaves it: claimed, its lease lapsed; with its
+    effect committed at the system of record when `effect`; approved (saved EXECUTING
+    with the diff it was approved on) when `approved`."""
+    writes = services.writes
+    caller = as_principal(services, principal)
+    request = WriteRequest(kind, data, idempotency_key=key)
+    implementation = services.catalog.get(kind)
+    assert implementation is not None
+    parsed = implementation.Input.model_validate(data)
+    action = writes._new_action(request, caller, implementation, parsed)
+    lapsed = datetime.now(UTC) - timedelta(seconds=1)
+    held = datetime.now(UTC) + timedelta(days=1) if key else None
+    stored = replace(
+        action, revision=1, lease_until=lapsed, key_held_until=held, request_digest="r"
+    )
+    if key is not None:  # the digest a replay of the same request computes
+        stored = replace(stored, request_digest=request_digest(stored, request))
+    if approved:
+        async with services.catalog.source(kind).unit() as unit:
+            plan = await implementation.plan(parsed, unit)
+        diff = {"before": plan.before, "after": plan.after}
+        stored = replace(stored, status=Status.EXECUTING, diff=diff, based_on=plan.target_version)
+    async with services.engine.begin() as connection:
+        assert (await claim(connection, store.row(stored), now=datetime.now(UTC))).won
+    if effect:
+        source = services.catalog.source(kind)
+        async with source.unit() as unit:
+            plan = await implementation.plan(parsed, unit)
+            await implementation.execute(parsed, plan, unit, action_id=action.id)
+    return stored

@@ -2,8 +2,10 @@
 
     approvals  a human whom policy lets `approve` some kind of action
     audit      policy lets them `read` the `audit` trail (compliance)
+    in-doubt   a human whom policy lets `resolve` some kind of action (the operator role)
     sources    policy lets them `read` at least one entity
-    an action  any of the above but sources, or they requested it (or own the agent that did)
+    an action  approvals or audit, or they requested it (or own the agent that did); an
+               action in doubt, to those who may open in-doubt
 
 A page not granted is a 403; its link is not in the navigation either.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gateway.actions.store import Action
+from gateway.actions.store import Action, Status
 from gateway.config import PrincipalKind
 from gateway.console.sessions import ConsoleSession
 from gateway.principals import Principal
@@ -26,6 +28,7 @@ class Page(StrEnum):
     APPROVALS = "approvals"
     AUDIT = "audit"
     SOURCES = "sources"
+    IN_DOUBT = "in-doubt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,10 @@ def pages_for(principal: Principal, services: Services) -> frozenset[Page]:
         policy.decide(principal, kind, "approve").allowed for kind in services.catalog
     ):
         granted.add(Page.APPROVALS)
+    if principal.kind is PrincipalKind.HUMAN and any(
+        policy.decide(principal, kind, "resolve").allowed for kind in services.catalog
+    ):
+        granted.add(Page.IN_DOUBT)
     if policy.decide(principal, "audit", "read").allowed:
         granted.add(Page.AUDIT)
     if any(policy.can_read(principal, entity) for entity in services.config.entities):
@@ -56,6 +63,8 @@ def pages_for(principal: Principal, services: Services) -> frozenset[Page]:
 def may_see_action(principal: Principal, pages: frozenset[Page], action: Action) -> bool:
     """Approvers and compliance see every action; others only their own."""
     if pages & {Page.APPROVALS, Page.AUDIT}:
+        return True
+    if Page.IN_DOUBT in pages and action.status is Status.IN_DOUBT:
         return True
     return principal.id in (action.principal, action.on_behalf_of)
 

@@ -2,7 +2,9 @@
 
 GET /console/actions/{id}   fields, decision, validation, approvals, diff, result or
                             error, the audit events that recorded each step; the
-                            approve and reject forms while it waits for this person
+                            approve and reject forms while it waits for this person;
+                            for an action in doubt, before / asked / now and the
+                            resolve form (gateway/console/doubts.py)
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from gateway.actions.store import Action, Status
 from gateway.console.access import Viewer, may_see_action, names
 from gateway.console.pages import ConsoleRoute, Refused, render
 from gateway.console.signin import CSRF_FIELD, ServicesDep, ViewerDep
+from gateway.console.wording import shown as words
+from gateway.recovery import Now
 from gateway.services import Services
 
 EVENTS_SHOWN = 500
-DONE = {"approved": "Your approval was recorded.", "rejected": "You rejected this action."}
+DONE = {
+    "approved": "Your approval was recorded.",
+    "rejected": "You rejected this action.",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,17 @@ class Decidable:
     action: Action
     refusal: str | None  # why this person may not approve or reject it; None when they may
     approvers: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Compared:
+    """One field of an action in doubt: before it, asked for, and now."""
+
+    name: str
+    before: str
+    asked: str
+    now: str
+    moved: bool  # the system holds something other than the before-state
 
 
 def router() -> APIRouter:
@@ -65,6 +83,8 @@ async def action_page(
     if action is None or not may_see_action(viewer.principal, viewer.pages, action):
         raise Refused(404, "No such action", f"There is no action {action_id} for you.", viewer)
     events, more = await services.audit.query(action_id=action.id, limit=EVENTS_SHOWN)
+    in_doubt = action.status is Status.IN_DOUBT
+    now = await services.writes.now(action) if in_doubt else None
     return render(
         "action.html",
         viewer=viewer,
@@ -76,6 +96,10 @@ async def action_page(
         shown_input=shown_input(services, viewer, action),
         names=names(services),
         catalog=services.catalog,
+        current=now,
+        compared=[]
+        if now is None
+        else compared(action, now, shown_input(services, viewer, action)),
         notice=notice,
         error=error,
         csrf_field=CSRF_FIELD,
@@ -119,3 +143,23 @@ def _bound(action: Action) -> dict[str, bool]:
         and a.policy_version == action.policy_version
         for a in action.approvals
     }
+
+
+def compared(action: Action, now: Now, shown: dict[str, Any]) -> list[Compared]:
+    """Every field of the action's diff and of the fresh read, side by side. An action
+    claimed but not yet planned when its process died has no diff: its input is what it
+    asked for, and nothing says what the record held before."""
+    diff: dict[str, Any] = action.diff or {}
+    before, asked = diff.get("before") or {}, diff.get("after") or shown
+    current = now.values or {}
+    fields = dict.fromkeys([*before, *asked, *current])
+    return [
+        Compared(
+            name,
+            words(before.get(name)),
+            words(asked.get(name)),
+            words(current.get(name)) if now.values is not None else "—",
+            name in before and now.values is not None and before[name] != current.get(name),
+        )
+        for name in fields
+    ]

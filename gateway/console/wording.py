@@ -28,6 +28,7 @@ STATUS_WORDS = {
     "EXPIRED": "Expired before anyone decided",
     "CONFLICT": "Refused: the record had changed",
     "DRY_RUN": "Dry run: nothing was written",
+    "IN_DOUBT": "In doubt: a person must check the system",
 }
 STATUS_TONES = {
     "APPLIED": "good",
@@ -40,6 +41,10 @@ EVENT_WORDS = {
     "action.approved": "Approved",
     "action.approval_recorded": "Approval recorded, more needed",
     "action.retried": "Retried",
+    "action.in_doubt": "Left in doubt by a crash",
+    "action.recovered": "Settled after a crash",
+    "action.resolved": "Resolved by an operator",
+    "action.resolve_refused": "Resolve attempt refused",
     "action.redecided": "Decided again after a policy change",
     "action.tampered": "Input found altered",
     "policy.reloaded": "Policy files reloaded",

@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from gateway.actions import store
-from gateway.actions.store import Action, Status
+from gateway.actions.store import Status
 from gateway.database import actions
 from gateway.errors import ActionError
-from gateway.idempotency import claim
-from gateway.outcomes import WriteRequest, request_digest
 from gateway.services import Services
 from sources.demo import CrmProcess
 from sources.errors import SourceRejected
-from tests.factories import as_principal, erp_rows, erp_tables, run_query, submit
+from tests.factories import erp_rows, erp_tables, left_in_flight, run_query, submit
 
 ADJUST = {"sku": "SKU-0001", "location": "WH-BER", "delta": 3, "reason": "cycle count"}
 
@@ -44,41 +39,6 @@ async def on_hand(services: Services) -> int:
 async def events_of(services: Services, action_id: str) -> list[tuple[str, str]]:
     events, _ = await services.audit.query(action_id=action_id, limit=50)
     return [(e.event, e.outcome) for e in events]
-
-
-async def left_in_flight(
-    services: Services,
-    kind: str,
-    data: dict[str, Any],
-    *,
-    principal: str = "olivia",
-    key: str | None = "crash-1",
-    effect: bool,
-) -> Action:
-    """An action as a process that died leaves it: claimed, its lease lapsed; with its
-    effect committed at the system of record when `effect`."""
-    writes = services.writes
-    caller = as_principal(services, principal)
-    request = WriteRequest(kind, data, idempotency_key=key)
-    implementation = services.catalog.get(kind)
-    assert implementation is not None
-    parsed = implementation.Input.model_validate(data)
-    action = writes._new_action(request, caller, implementation, parsed)
-    lapsed = datetime.now(UTC) - timedelta(seconds=1)
-    held = datetime.now(UTC) + timedelta(days=1) if key else None
-    stored = replace(
-        action, revision=1, lease_until=lapsed, key_held_until=held, request_digest="r"
-    )
-    if key is not None:  # the digest a replay of the same request computes
-        stored = replace(stored, request_digest=request_digest(stored, request))
-    async with services.engine.begin() as connection:
-        assert (await claim(connection, store.row(stored), now=datetime.now(UTC))).won
-    if effect:
-        source = services.catalog.source(kind)
-        async with source.unit() as unit:
-            plan = await implementation.plan(parsed, unit)
-            await implementation.execute(parsed, plan, unit, action_id=action.id)
-    return stored
 
 
 async def test_recover_in_flight_action_whose_effect_committed_is_applied_once(
