@@ -176,3 +176,19 @@ def test_internal_error_is_masked_without_traceback(
     error = response.json()["errors"][0]
     assert error["extensions"]["source"] == "erp"
     assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize("amount", ["10.005", "NaN", "12345678901234567890"])
+def test_invalid_decimal_input_is_echoed_as_json_not_500(
+    server: LiveServer, olivia: dict[str, str], amount: str
+) -> None:
+    arguments = f'customerId: "C-00003", amount: "{amount}", currency: "EUR", reference: "BB-X3"'
+    mutation = (
+        f"mutation {{ recordPayment(input: {{{arguments}}}) {{ status action {{ id input }} }} }}"
+    )
+
+    response = post(server, {"query": mutation}, olivia)
+    assert response.status_code == 200
+    result = response.json()["data"]["recordPayment"]
+    assert result["status"] == "INVALID"
+    assert result["action"]["input"]["amount"] == amount

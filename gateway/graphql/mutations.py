@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Optional, cast
 
 import strawberry
+from pydantic_core import to_jsonable_python
 from strawberry.scalars import JSON
 
 from gateway.actions.store import Status
@@ -45,7 +46,9 @@ def _mutation(kind: ActionKind) -> Any:
     ) -> WriteResultNode:
         request = WriteRequest(
             kind=kind.kind,
-            input=strawberry.asdict(input),
+            # As JSON, as the other front doors send it: an input that does not parse is
+            # kept and echoed as it came, and a Decimal is no JSON value.
+            input=to_jsonable_python(strawberry.asdict(input)),
             channel="graphql",
             idempotency_key=idempotency_key,
             dry_run=dry_run,

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import strawberry
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 from strawberry.experimental.pydantic import input as pydantic_input
 from strawberry.scalars import JSON
 
@@ -127,8 +128,8 @@ class ActionNode:
         catalog = info.context.services.catalog
         kind = catalog.get(self.stored.kind)
         if kind is None or info.context.granted_classification(kind.entity, "pii"):
-            return cast(JSON, self.stored.input)
-        return cast(JSON, catalog.masked(kind.kind, self.stored.input))
+            return _json(self.stored.input)
+        return _json(catalog.masked(kind.kind, self.stored.input))
 
     @strawberry.field
     def decision(self) -> PolicyDecision:
@@ -169,7 +170,9 @@ class ActionNode:
         if diff is None:
             return None
         return Diff(
-            before=diff.get("before"), after=diff.get("after"), freshness=self.diff_freshness
+            before=_json(diff.get("before")),
+            after=_json(diff.get("after")),
+            freshness=self.diff_freshness,
         )
 
     @strawberry.field
@@ -178,7 +181,7 @@ class ActionNode:
 
     @strawberry.field
     def result(self) -> JSON | None:
-        return cast(JSON | None, self.stored.result)
+        return _json(self.stored.result)
 
     @strawberry.field
     def error(self) -> str | None:
@@ -199,6 +202,12 @@ class ActionNode:
     @strawberry.field
     def expires_at(self) -> datetime | None:
         return self.stored.expires_at
+
+
+def _json(value: Any) -> JSON:
+    # What an implementation or a front door put in (a Decimal, a datetime) as JSON values:
+    # the response is JSON, and one value that is not must not fail the whole answer.
+    return cast(JSON, to_jsonable_python(value, fallback=str))
 
 
 @strawberry.type
