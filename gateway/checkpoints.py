@@ -15,6 +15,8 @@ reach. Later, the database must still hold that event with that hash.
           | temp file + rename (a reader never sees half a file)
           v
     GATEHOUSE_CHECKPOINT_DIR/<seq, 16 digits>-<at, UTC to the microsecond>.json
+    and/or POST GATEHOUSE_CHECKPOINT_URL    (Gatehouse-Checkpoint-Name: that file name;
+                                            Authorization: Bearer GATEHOUSE_CHECKPOINT_TOKEN)
 
     verify(directory, public keys, database), each file in name order:
         the signature verifies over canonical JSON    else: edited by hand, or another key
@@ -45,11 +47,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from gateway.audit import canonical_json
 from gateway.database import GENESIS_HASH, audit_events, audit_head
@@ -63,6 +67,8 @@ FORMAT = "gatehouse.audit-checkpoint/1"
 KEY_FILE_VARIABLE = "GATEHOUSE_CHECKPOINT_KEY_FILE"
 KEY_VARIABLE = "GATEHOUSE_CHECKPOINT_KEY"
 DIR_VARIABLE = "GATEHOUSE_CHECKPOINT_DIR"
+URL_VARIABLE = "GATEHOUSE_CHECKPOINT_URL"
+NAME_HEADER = "Gatehouse-Checkpoint-Name"  # what a receiver names the file verify reads
 _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
 _LOOKUP_BATCH = 500  # checkpoints' seqs looked up per query by verify
 
@@ -276,6 +282,52 @@ class DirectorySink:
         return final
 
 
+@dataclass(frozen=True)
+class HttpSink:
+    """A receiver over HTTP (a log service, another team's store): each checkpoint POSTed
+    as its signed JSON document, with the file name `verify` expects; any 2xx keeps it."""
+
+    url: str
+    token: str | None = None
+    timeout: float = 10.0
+    attempts: int = 3
+    transport: httpx.AsyncBaseTransport | None = None
+
+    async def write(self, checkpoint: Checkpoint, text: str) -> str:
+        """POST the checkpoint, retrying transport failures and 5xx; the URL it went to."""
+        headers = {"Content-Type": "application/json", NAME_HEADER: checkpoint.file_name()}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.attempts),
+                wait=wait_exponential(multiplier=0.2, max=2),
+                retry=retry_if_exception_type((httpx.TransportError, _ReceiverFailed)),
+                reraise=True,
+            ):
+                with attempt:
+                    response = await client.post(self.url, content=text, headers=headers)
+                    if response.status_code >= 500:
+                        raise _ReceiverFailed(response.status_code)
+                    response.raise_for_status()  # a 4xx is not worth repeating
+        return self.url
+
+
+class _ReceiverFailed(Exception):
+    """The receiver answered 5xx: worth another attempt."""
+
+
+@dataclass(frozen=True)
+class Sinks:
+    """Every configured sink; a checkpoint counts as written once all of them kept it."""
+
+    sinks: tuple[Sink, ...]
+
+    async def write(self, checkpoint: Checkpoint, text: str) -> str:
+        """Write to each sink in turn; where it went, joined."""
+        return ", ".join([await sink.write(checkpoint, text) for sink in self.sinks])
+
+
 def _sync_directory(directory: Path) -> None:
     if not hasattr(os, "O_DIRECTORY"):  # Windows cannot open a directory; it needs no sync
         return
@@ -353,23 +405,37 @@ def checkpointer_from_settings(settings: Settings) -> Checkpointer | None:
     stops the gateway rather than leave the trail's head unanchored without a word.
     """
     signer = signer_from_settings(settings)
-    directory = settings.checkpoint_dir
-    if directory is None:
+    sinks = _sinks(settings)
+    if not sinks:
         if signer is not None:
-            raise ConfigError(f"a checkpoint key is set but {DIR_VARIABLE} is not: set both")
+            raise ConfigError(
+                f"a checkpoint key is set but neither {DIR_VARIABLE} nor {URL_VARIABLE} is: "
+                "set where checkpoints go"
+            )
         return None
     if signer is None:
         raise ConfigError(
-            f"{DIR_VARIABLE} is set but no signing key is: set {KEY_FILE_VARIABLE} to an "
-            f"Ed25519 private key's PEM file (gatehouse audit keygen makes one) or {KEY_VARIABLE}"
+            f"{DIR_VARIABLE} or {URL_VARIABLE} is set but no signing key is: set "
+            f"{KEY_FILE_VARIABLE} to an Ed25519 private key's PEM file (gatehouse audit keygen "
+            f"makes one) or {KEY_VARIABLE}"
         )
-    if not directory.is_dir():
-        raise ConfigError(f"{DIR_VARIABLE}: no directory at {directory}")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ConfigError(f"{DIR_VARIABLE}: cannot write to {directory}")
-    return Checkpointer(
-        signer=signer, sink=DirectorySink(directory), every=settings.checkpoint_every
-    )
+    sink = sinks[0] if len(sinks) == 1 else Sinks(tuple(sinks))
+    return Checkpointer(signer=signer, sink=sink, every=settings.checkpoint_every)
+
+
+def _sinks(settings: Settings) -> list[Sink]:
+    sinks: list[Sink] = []
+    if (directory := settings.checkpoint_dir) is not None:
+        if not directory.is_dir():
+            raise ConfigError(f"{DIR_VARIABLE}: no directory at {directory}")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ConfigError(f"{DIR_VARIABLE}: cannot write to {directory}")
+        sinks.append(DirectorySink(directory))
+    if settings.checkpoint_url is not None:
+        token = settings.checkpoint_token
+        secret = None if token is None else token.get_secret_value()
+        sinks.append(HttpSink(str(settings.checkpoint_url), secret))
+    return sinks
 
 
 # Verifying: every file's signature, then the database against what was signed.

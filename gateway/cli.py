@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+import httpx
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import make_url
@@ -354,7 +355,8 @@ def _audit_checkpoint(args: argparse.Namespace) -> int:
     checkpointer = checkpointer_from_settings(settings)  # ConfigError: exit 2, names the variable
     if checkpointer is None:
         return _fail(
-            f"checkpoints are not configured: set {checkpoints.DIR_VARIABLE} and "
+            f"checkpoints are not configured: set {checkpoints.DIR_VARIABLE} (or "
+            f"{checkpoints.URL_VARIABLE}) and "
             f"{checkpoints.KEY_FILE_VARIABLE} (or {checkpoints.KEY_VARIABLE})"
         )
     try:
@@ -374,7 +376,7 @@ def _audit_checkpoint(args: argparse.Namespace) -> int:
 async def _write_checkpoint(engine: AsyncEngine, checkpointer: Checkpointer) -> Written:
     try:
         return await checkpointer.checkpoint(engine)
-    except OSError as exc:  # the sink's; the database's arrive as SQLAlchemyError
+    except (OSError, httpx.HTTPError) as exc:  # the sink's; the database's: SQLAlchemyError
         raise _AuditUnavailable(f"cannot write the checkpoint: {exc}") from exc
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "test", "example"}
@@ -27,9 +27,18 @@ class Settings(BaseSettings):
     checkpoint_key_file: Path | None = None  # an Ed25519 private key, PEM
     checkpoint_key: SecretStr | None = None  # or the PEM text itself
     checkpoint_dir: Path | None = None  # checkpoints are written when this is set
+    checkpoint_url: AnyHttpUrl | None = None  # and/or POSTed here (a receiver that keeps them)
+    checkpoint_token: SecretStr | None = None  # the bearer token that receiver expects
     checkpoint_every: float = Field(default=60.0, gt=0)  # seconds between checkpoints
 
-    @field_validator("checkpoint_key_file", "checkpoint_key", "checkpoint_dir", mode="before")
+    @field_validator(
+        "checkpoint_key_file",
+        "checkpoint_key",
+        "checkpoint_dir",
+        "checkpoint_url",
+        "checkpoint_token",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # An empty variable means "not set", not the current directory or an empty key.

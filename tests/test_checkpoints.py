@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,7 +38,7 @@ from gateway.errors import ConfigError
 from gateway.settings import Settings
 from tests.factories import fresh_postgres_database, require_postgres
 
-VARIABLES = ("KEY_FILE", "KEY", "DIR", "EVERY", "DATABASE_URL")
+VARIABLES = ("KEY_FILE", "KEY", "DIR", "URL", "TOKEN", "EVERY", "DATABASE_URL")
 
 
 @pytest.fixture(autouse=True)
@@ -450,7 +453,10 @@ def test_checkpointer_from_settings_key_text_with_escaped_line_breaks_accepted(
 def test_checkpointer_from_settings_dir_without_key_refused_naming_variables(
     sink_dir: Path,
 ) -> None:
-    with pytest.raises(ConfigError, match="GATEHOUSE_CHECKPOINT_DIR is set but no signing key"):
+    with pytest.raises(
+        ConfigError,
+        match="GATEHOUSE_CHECKPOINT_DIR or GATEHOUSE_CHECKPOINT_URL is set but no signing key",
+    ):
         checkpointer_from_settings(Settings(checkpoint_dir=sink_dir))
 
 
@@ -494,7 +500,9 @@ def test_checkpointer_from_settings_invalid_key_refused_naming_variable(
 
 
 def test_checkpointer_from_settings_key_without_dir_refused(key_file: Path) -> None:
-    with pytest.raises(ConfigError, match="GATEHOUSE_CHECKPOINT_DIR is not"):
+    with pytest.raises(
+        ConfigError, match="neither GATEHOUSE_CHECKPOINT_DIR nor GATEHOUSE_CHECKPOINT_URL is"
+    ):
         checkpointer_from_settings(Settings(checkpoint_key_file=key_file))
 
 
@@ -708,3 +716,140 @@ def test_cli_verify_private_key_as_public_key_exit_2(
     assert capsys.readouterr().err == (
         f"gatehouse: --public-key {key_file}: not a PEM public key\n"
     )
+
+
+# An HTTP receiver: a real server on loopback that keeps what it is sent as files.
+
+
+class Receiver(ThreadingHTTPServer):
+    """Keeps each checkpoint POSTed with the right token as a file named as the header says;
+    answers 503 to the first `failures` requests."""
+
+    def __init__(self, directory: Path, token: str, failures: int = 0) -> None:
+        super().__init__(("127.0.0.1", 0), _Receive)
+        self.directory, self.token, self.failures = directory, token, failures
+        self.requests: list[dict[str, str]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/checkpoints"
+
+
+class _Receive(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests.append(dict(self.headers))
+        if self.server.failures > 0:
+            self.server.failures -= 1
+            self.send_response(503)
+        elif self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            self.send_response(401)
+        else:
+            name = Path(self.headers[checkpoints.NAME_HEADER]).name
+            (self.server.directory / name).write_bytes(body)
+            self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet: pytest shows what matters
+
+
+@pytest.fixture
+def receiver(sink_dir: Path) -> Iterator[Receiver]:
+    """A checkpoint receiver on a free loopback port, keeping files in `sink_dir`."""
+    server = Receiver(sink_dir, token="receiver-token-1")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def http_checkpointer(key_file: Path, url: str, token: str) -> Checkpointer:
+    settings = Settings(
+        checkpoint_key_file=key_file, checkpoint_url=url, checkpoint_token=SecretStr(token)
+    )
+    checkpointer = checkpointer_from_settings(settings)
+    assert checkpointer is not None
+    return checkpointer
+
+
+async def test_http_sink_receiver_keeps_checkpoint_that_verifies_then_catches_truncation(
+    engine: AsyncEngine, key_file: Path, receiver: Receiver, sink_dir: Path
+) -> None:
+    await append(engine, 6)
+    checkpointer = http_checkpointer(key_file, receiver.url, receiver.token)
+
+    written = await checkpointer.checkpoint(engine)
+
+    assert written.location == receiver.url
+    (sent,) = receiver.requests
+    assert sent["Content-Type"] == "application/json"
+    assert listing(sink_dir) == [written.checkpoint.file_name()]
+    assert (await verify(engine, sink_dir, checkpointer.signer)).ok
+    await remove_newest(engine, keep=4)
+    verdict = await verify(engine, sink_dir, checkpointer.signer)
+    assert not verdict.ok
+    assert written.checkpoint.file_name() in verdict.problems[0]
+
+
+async def test_http_sink_retries_receiver_5xx_then_keeps_it(
+    engine: AsyncEngine, key_file: Path, receiver: Receiver, sink_dir: Path
+) -> None:
+    await append(engine, 2)
+    receiver.failures = 2
+    checkpointer = http_checkpointer(key_file, receiver.url, receiver.token)
+
+    await checkpointer.checkpoint(engine)
+
+    assert len(receiver.requests) == 3
+    assert len(listing(sink_dir)) == 1
+
+
+async def test_http_sink_refused_token_raises_without_retrying(
+    engine: AsyncEngine, key_file: Path, receiver: Receiver, sink_dir: Path
+) -> None:
+    await append(engine, 2)
+    checkpointer = http_checkpointer(key_file, receiver.url, "not-the-token")
+
+    with pytest.raises(httpx.HTTPStatusError, match="401"):
+        await checkpointer.checkpoint(engine)
+
+    assert len(receiver.requests) == 1
+    assert listing(sink_dir) == []
+
+
+async def test_http_sink_next_to_directory_both_keep_it(
+    engine: AsyncEngine, key_file: Path, receiver: Receiver, sink_dir: Path, tmp_path: Path
+) -> None:
+    await append(engine, 3)
+    local = tmp_path / "local"
+    local.mkdir()
+    settings = Settings(
+        checkpoint_key_file=key_file,
+        checkpoint_dir=local,
+        checkpoint_url=receiver.url,
+        checkpoint_token=SecretStr(receiver.token),
+    )
+    checkpointer = checkpointer_from_settings(settings)
+    assert checkpointer is not None
+
+    written = await checkpointer.checkpoint(engine)
+
+    assert listing(local) == listing(sink_dir) == [written.checkpoint.file_name()]
+    assert receiver.url in written.location
+
+
+def test_checkpointer_from_settings_url_without_key_refused_naming_variables() -> None:
+    with pytest.raises(ConfigError, match="GATEHOUSE_CHECKPOINT_URL is set but no signing key"):
+        checkpointer_from_settings(Settings(checkpoint_url="http://127.0.0.1:9/checkpoints"))
+
+
+def test_settings_checkpoint_url_not_http_refused() -> None:
+    with pytest.raises(ValueError, match="checkpoint_url"):
+        Settings(checkpoint_url="ftp://example.org/checkpoints")
