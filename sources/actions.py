@@ -20,22 +20,76 @@ that `find_effect` can tell after a crash whether the effect reached the system.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from sources.records import Record
 
 MASK = "***"
 
+# Bidirectional embeddings, overrides and isolates: text that reads differently than it is.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_LINE_BREAKS = frozenset("\t\n")
+
+
+class _Multiline:
+    """Marks a text that may span lines (a reason, a note): tab and line feed allowed."""
+
+
+MULTILINE = _Multiline()
+Multiline = Annotated[str, MULTILINE]
+
+
+def control_character(text: str, *, multiline: bool = False) -> str | None:
+    """The first control character in `text` (as U+XXXX), or None when there is none.
+
+    Control, surrogate and bidirectional-override characters are refused in every text;
+    tab and line feed only in single-line ones.
+    """
+    for char in text:
+        if multiline and char in _LINE_BREAKS:
+            continue
+        if char in _BIDI or unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp"):
+            return f"U+{ord(char):04X}"
+    return None
+
 
 class ActionInput(BaseModel):
-    """Every action's input: unknown fields are mistakes, and inputs never change."""
+    """Every action's input: unknown fields are mistakes, inputs never change, and no text
+    carries control characters (only a `Multiline` one, tab and line feed)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name
+        multiline = name is not None and MULTILINE in cls.model_fields[name].metadata
+        for text in _texts(value):
+            if (found := control_character(text, multiline=multiline)) is not None:
+                raise PydanticCustomError(
+                    "control_character",
+                    "control characters are not allowed (found {character})",
+                    {"character": found},
+                )
+        return value
+
+
+def _texts(value: Any) -> list[str]:
+    # Nested ActionInputs check themselves; lists and mappings of text are checked here.
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple | set | frozenset):
+        return [text for item in value for text in _texts(item)]
+    if isinstance(value, Mapping):
+        return [text for item in (*value.keys(), *value.values()) for text in _texts(item)]
+    return []
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from gateway.graphql.writes import (
 )
 from gateway.outcomes import WriteRequest
 from gateway.pagination import page_size
-from sources.actions import ActionKind
+from sources.actions import ActionKind, control_character
 
 
 def _mutation(kind: ActionKind) -> Any:
@@ -97,15 +97,24 @@ def untypeable_input(kinds: Sequence[ActionKind]) -> ConfigError | None:
     return None
 
 
+def free_text(argument: str, value: str) -> str:
+    """A multi-line text argument (a comment, a reason), refused if it holds control
+    characters other than tab and line feed."""
+    if (found := control_character(value, multiline=True)) is not None:
+        raise InvalidArgument(argument, f"control characters are not allowed (found {found})")
+    return value
+
+
 def _approval_mutations() -> dict[str, Any]:
     async def approve_action(info: Info, id: strawberry.ID, comment: str = "") -> WriteResultNode:
         """Approve a pending action; the last approval needed executes it."""
+        comment = free_text("comment", comment)
         writes = info.context.services.writes
         return write_result(await writes.approve(str(id), info.context.principal, comment), info)
 
     async def reject_action(info: Info, id: strawberry.ID, reason: str) -> WriteResultNode:
         """Reject a pending action with a reason."""
-        if len(reason.strip()) < 3:
+        if len(free_text("reason", reason).strip()) < 3:
             raise InvalidArgument("reason", "say why, in a few words")
         writes = info.context.services.writes
         return write_result(await writes.reject(str(id), info.context.principal, reason), info)
@@ -119,7 +128,7 @@ def _approval_mutations() -> dict[str, Any]:
         info: Info, id: strawberry.ID, applied: bool, note: str
     ) -> WriteResultNode:
         """Settle an IN_DOUBT action as you found it at the system of record (operators)."""
-        if len(note.strip()) < 3:
+        if len(free_text("note", note).strip()) < 3:
             raise InvalidArgument("note", "say what you found, in a few words")
         writes = info.context.services.writes
         result = await writes.resolve(str(id), info.context.principal, applied=applied, note=note)

@@ -143,3 +143,91 @@ async def test_audit_events_are_for_compliance_only(governed: Services) -> None:
     refused = await run_query(governed, query, principal="olivia")
     assert refused.errors is not None
     assert refused.errors[0].extensions == {"code": "FORBIDDEN"}
+
+
+CONTROL_CHARACTERS = [
+    (
+        "AdjustInventoryInput",
+        "adjustInventory",
+        {"sku": "SKU-0003", "location": "WH-MAD", "delta": 1, "reason": "cycle\u0000count"},
+        "reason",
+    ),
+    (
+        "RecordPaymentInput",
+        "recordPayment",
+        {
+            "customerId": "C-00001",
+            "amount": "5.00",
+            "currency": "EUR",
+            "reference": "BB\u001b[2JX3",
+        },
+        "reference",
+    ),
+    (
+        "CancelOrderInput",
+        "cancelOrder",
+        {"orderId": "SO-100001", "reason": "customer \u202eregnahc"},
+        "reason",
+    ),
+    (
+        "UpdateCustomerContactInput",
+        "updateCustomerContact",
+        {
+            "customerId": "C-00001",
+            "contacts": [{"name": "Jane\nDoe", "email": "jane@example.com", "role": "buyer"}],
+        },
+        "contacts.0.name",
+    ),
+    (
+        "PlaceOrderInput",
+        "placeOrder",
+        {
+            "customerId": "C-00001",
+            "lines": [{"sku": "SKU-0001\t", "quantity": 1, "location": "WH-\u0085MAD"}],
+        },
+        "lines.0.location",
+    ),
+]
+
+
+async def test_control_characters_in_free_text_are_invalid_naming_the_field(
+    services: Services,
+) -> None:
+    for type_name, mutation, data, field in CONTROL_CHARACTERS:
+        result = await run_query(
+            services,
+            f"mutation($input: {type_name}!) {{ {mutation}(input: $input, dryRun: true) "
+            "{ status errors { code field message } } }",
+            variables={"input": data},
+        )
+        assert result.errors is None, result.errors
+        payload = result.data[mutation]
+        assert payload["status"] == "INVALID", (mutation, payload)
+        assert field in {e["field"] for e in payload["errors"]}, (mutation, payload)
+        assert any("control characters" in e["message"] for e in payload["errors"])
+
+
+async def test_tab_and_line_feed_are_kept_in_a_multiline_reason(services: Services) -> None:
+    result = await run_query(
+        services,
+        'mutation { adjustInventory(input: {sku: "SKU-0003", location: "WH-MAD", delta: 1, '
+        'reason: "cycle count\\n\\tsee sheet 4"}, dryRun: true) { status errors { field } } }',
+    )
+    assert result.data is not None
+    assert result.data["adjustInventory"] == {"status": "DRY_RUN", "errors": []}
+
+
+async def test_control_characters_in_approval_texts_are_a_bad_argument(
+    services: Services,
+) -> None:
+    for mutation in (
+        'approveAction(id: "A-1", comment: "ok\\u0007")',
+        'rejectAction(id: "A-1", reason: "no\\u0000 way")',
+        'resolveAction(id: "A-1", applied: true, note: "found \\u001b it")',
+    ):
+        result = await run_query(services, f"mutation {{ {mutation} {{ status }} }}")
+        assert result.errors is not None, mutation
+        (error,) = result.errors
+        assert error.extensions is not None
+        assert error.extensions["code"] == "BAD_ARGUMENT", mutation
+        assert "control characters" in error.message

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 from sqlalchemy import and_, update
 
-from sources.actions import ActionInput, Invalid, Plan, Problem
+from sources.actions import ActionInput, Invalid, Multiline, Plan, Problem
 from sources.demo.actions.erp import ErpAction, tables, utcnow
 from sources.sql import SqlConnector
 
@@ -22,7 +22,7 @@ class AdjustInventoryInput(ActionInput):
     delta: int = Field(
         ge=-100_000, le=100_000, description="Units to add (positive) or remove (negative)."
     )
-    reason: str = Field(min_length=3, max_length=500, description="Why, for the audit trail.")
+    reason: Multiline = Field(min_length=3, max_length=500, description="Why, for the audit trail.")
 
 
 class AdjustInventory(ErpAction):

@@ -10,7 +10,7 @@ from pydantic import Field, StringConstraints
 from sqlalchemy import column, func, insert, select, table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sources.actions import ActionInput, Invalid, Plan, Problem
+from sources.actions import ActionInput, Invalid, Multiline, Plan, Problem
 from sources.demo.actions.erp import ErpAction, lock_account, money, tables, to_cents, utcnow
 from sources.sql import SqlConnector
 
@@ -149,7 +149,7 @@ class IssueCreditNoteInput(ActionInput):
     customer_id: str = Field(min_length=1, max_length=32)
     order_id: str = Field(min_length=1, max_length=32)
     amount: Amount
-    reason: str = Field(min_length=3, max_length=200)
+    reason: Multiline = Field(min_length=3, max_length=200)
 
 
 class IssueCreditNote(ErpAction):

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 from sqlalchemy import and_, column, delete, func, insert, select, table, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sources.actions import ActionInput, Invalid, Plan, Problem
+from sources.actions import ActionInput, Invalid, Multiline, Plan, Problem
 from sources.demo.actions.erp import ErpAction, lock_account, tables, to_cents, utcnow
 from sources.records import Record
 from sources.sql import SqlConnector
@@ -291,7 +291,7 @@ class CancelOrderInput(ActionInput):
     """Cancel an open order."""
 
     order_id: str = Field(min_length=1, max_length=32)
-    reason: str = Field(min_length=3, max_length=500)
+    reason: Multiline = Field(min_length=3, max_length=500)
 
 
 class CancelOrder(ErpAction):
