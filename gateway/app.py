@@ -41,6 +41,7 @@ from gateway.leases import Leases
 from gateway.mcp import BearerGate, http_transport
 from gateway.metrics import Metrics
 from gateway.moves import Moves
+from gateway.nesting import NestingLimit
 from gateway.outcomes import Outcomes
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator, Principal
@@ -234,6 +235,8 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
             await services.close()
 
     app = FastAPI(title="Gatehouse", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # Added first, so it runs last: the body it reads has been bounded by BodyLimit.
+    app.add_middleware(NestingLimit, max_depth=config.limits.max_json_depth)
     app.add_middleware(BodyLimit, max_bytes=config.limits.max_body_bytes)
     app.add_middleware(
         AccessLog,

@@ -193,6 +193,8 @@ class LimitsConfig(Strict):
     max_complexity: int = Field(default=50_000, ge=1)
     max_operations: int = Field(default=20, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # How deep a request's JSON (GraphQL variables, MCP arguments) may nest.
+    max_json_depth: int = Field(default=64, ge=4)
 
 
 class WritesConfig(Strict):

@@ -192,3 +192,34 @@ def test_invalid_decimal_input_is_echoed_as_json_not_500(
     result = response.json()["data"]["recordPayment"]
     assert result["status"] == "INVALID"
     assert result["action"]["input"]["amount"] == amount
+
+
+def test_deeply_nested_variables_are_400_naming_the_limit(
+    server: LiveServer, olivia: dict[str, str]
+) -> None:
+    levels = 100_000
+    body = '{"query": "query($v: JSON) { __typename }", "variables": {"v": %s}}' % (
+        "[" * levels + "]" * levels
+    )
+    response = httpx.post(
+        f"{server.url}/graphql",
+        content=body,
+        headers={**olivia, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert "max_json_depth" in error["message"]
+    assert error["extensions"]["code"] == "QUERY_REJECTED"
+
+
+def test_nested_variables_within_the_limit_answer(
+    server: LiveServer, olivia: dict[str, str]
+) -> None:
+    nested: object = "[[ not a bracket {"
+    for _ in range(30):
+        nested = [nested, {"k": "]}"}]
+    query = 'query($v: JSON!) { can(action: "adjustInventory", input: $v) { approvers } }'
+    response = post(server, {"query": query, "variables": {"v": {"reason": nested}}}, olivia)
+    assert response.status_code == 200
+    assert response.json()["data"]["can"] == {"approvers": []}
