@@ -4,7 +4,8 @@
     ├── SourceUnavailable        could not connect, or the connection broke
     ├── SourceTimeout            no answer within the call's timeout
     ├── SourceRejected           the system answered and refused (4xx, constraint)
-    │   └── SourceConflict       the record changed since the version a write was based on
+    │   ├── SourceConflict       the record changed since the version a write was based on
+    │   └── SourceRefused        the system's own business rule refused the write
     └── SourceDataError          the answer could not be understood (bad JSON, wrong type)
 
 Each carries the source's name, so the gateway can say which system failed.
@@ -50,6 +51,12 @@ class SourceConflict(SourceRejected):
     def __init__(self, source: str, message: str, *, current_version: str | None) -> None:
         super().__init__(source, message)
         self.current_version = current_version
+
+
+class SourceRefused(SourceRejected):
+    """The system's own business rule refused the write; `detail` holds its message."""
+
+    code = "SOURCE_REFUSED"
 
 
 class SourceDataError(SourceError):
