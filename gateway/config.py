@@ -62,6 +62,7 @@ class FieldConfig(Strict):
     owner: str | None = None
     system: str | None = None  # defaults to the entity's source
     description: str = ""
+    values: dict[str, str] = {}  # the system's value -> the contract's, where they differ
 
 
 class ChildConfig(Strict):
@@ -86,6 +87,13 @@ class HttpEndpoints(Strict):
     filter_params: dict[str, str] = {}
 
 
+class TrytonModel(Strict):
+    """Which Tryton model holds an entity, and which of its records are the entity's."""
+
+    model: str = Field(pattern=r"^[a-z_][a-z0-9_.]*$")
+    domain: list[Any] = []  # a Tryton domain, e.g. [["code", "!=", null]]
+
+
 class EntityConfig(Strict):
     """An entity, its system of record, mapping and data contract."""
 
@@ -103,6 +111,7 @@ class EntityConfig(Strict):
     table: str | None = None
     searchable: list[str] = []
     http: HttpEndpoints | None = None
+    tryton: TrytonModel | None = None
     fields: dict[str, FieldConfig]
     children: dict[str, ChildConfig] = {}
 
@@ -124,12 +133,25 @@ class EntityConfig(Strict):
 class SourceConfig(Strict):
     """A system of record and how to reach it."""
 
-    kind: Literal["sql", "http"]
+    kind: Literal["sql", "http", "tryton"]
     url: str
     timeout: Seconds = 5.0
     headers: dict[str, str] = {}
     db_schema: str | None = Field(default=None, alias="schema")
     description: str = ""
+    # tryton: the database, the user, and the environment variable holding its password;
+    # the TOML never holds a password.
+    database: str | None = None
+    user: str | None = None
+    password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _check(self) -> SourceConfig:
+        if self.kind == "tryton":
+            for name in ("database", "user", "password_env"):
+                if not getattr(self, name):
+                    raise ValueError(f"{name}: required for a tryton source")
+        return self
 
 
 class ActionConfig(Strict):
@@ -245,6 +267,8 @@ def _check_entity(name: str, entity: EntityConfig, sources: dict[str, SourceConf
         raise ValueError(f"entities.{name}.table: required for a sql source")
     if kind == "http" and entity.http is None:
         raise ValueError(f"entities.{name}.http: required for an http source")
+    if kind == "tryton" and entity.tryton is None:
+        raise ValueError(f"entities.{name}.tryton: required for a tryton source")
     for field_name, field in _all_fields(entity):
         if field.system is not None and field.system != entity.source:
             raise ValueError(
@@ -274,17 +298,28 @@ def _check_principal(
 def load_config(path: Path, environ: dict[str, str] | None = None) -> GatewayConfig:
     """Read, expand and validate the configuration file, or raise ConfigError naming the key."""
     env = dict(os.environ if environ is None else environ)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    raw = _read(path)
+    if isinstance(extends := raw.pop("extends", None), str):
+        # Another estate's file as the base: each table this file names replaces the base's
+        # (sources, entities and actions, say), the rest (principals, policy) is shared.
+        base = _read((path.parent / extends).resolve())
+        if "extends" in base:
+            raise ConfigError(f"{path}: extends: '{extends}' extends another file; one level only")
+        raw = {**base, **raw}
     expanded = _expand(raw, env, path, ())
     try:
         return GatewayConfig.model_validate({**expanded, "base_dir": path.parent.resolve()})
     except ValidationError as exc:
         raise ConfigError(_describe(path, exc)) from exc
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
 def _expand(value: Any, env: dict[str, str], path: Path, at: tuple[str, ...]) -> Any:

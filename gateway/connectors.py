@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from gateway.config import ChildConfig, EntityConfig, FieldConfig, GatewayConfig, SourceConfig
+from gateway.errors import ConfigError
 from sources.connector import Connector
 from sources.http import HttpConnector, HttpEntity
 from sources.records import ChildMapping, FieldMapping
 from sources.sql import SqlConnector, SqlEntity
+from sources.tryton.connector import TrytonConnector, TrytonEntity
+from sources.tryton.rpc import TrytonRpc
 
 
-def build_connectors(config: GatewayConfig) -> dict[str, Connector]:
-    """A connector per source, mapped to the entities whose system of record it is."""
+def build_connectors(
+    config: GatewayConfig, environ: Mapping[str, str] | None = None
+) -> dict[str, Connector]:
+    """A connector per source, mapped to the entities whose system of record it is;
+    credentials come from `environ` (the process's environment by default)."""
     connectors: dict[str, Connector] = {}
     for name, source in config.sources.items():
         owned = {e: cfg for e, cfg in config.entities.items() if cfg.source == name}
-        connectors[name] = _connector(name, source, owned)
+        connectors[name] = _connector(
+            name, source, owned, os.environ if environ is None else environ
+        )
     return connectors
 
 
-def _connector(name: str, source: SourceConfig, entities: dict[str, EntityConfig]) -> Connector:
+def _connector(
+    name: str, source: SourceConfig, entities: dict[str, EntityConfig], environ: Mapping[str, str]
+) -> Connector:
+    if source.kind == "tryton":
+        return TrytonConnector(
+            name,
+            rpc=_tryton_rpc(name, source, environ),
+            entities=[_tryton_entity(e, cfg) for e, cfg in entities.items()],
+        )
     if source.kind == "sql":
         return SqlConnector(
             name,
@@ -38,7 +57,9 @@ def _connector(name: str, source: SourceConfig, entities: dict[str, EntityConfig
 
 def _fields(fields: dict[str, FieldConfig]) -> tuple[FieldMapping, ...]:
     return tuple(
-        FieldMapping(name=name, at=f.at or name, type=f.type, scale=f.scale)
+        FieldMapping(
+            name=name, at=f.at or name, type=f.type, scale=f.scale, values=tuple(f.values.items())
+        )
         for name, f in fields.items()
     )
 
@@ -88,4 +109,39 @@ def _http_entity(name: str, cfg: EntityConfig) -> HttpEntity:
         filter_params=http.filter_params,
         updated_at=cfg.updated_at,
         version=cfg.version,
+    )
+
+
+def _tryton_rpc(name: str, source: SourceConfig, environ: Mapping[str, str]) -> TrytonRpc:
+    # checked when the config was loaded
+    assert source.database is not None
+    assert source.user is not None
+    assert source.password_env is not None
+    password = environ.get(source.password_env)
+    if not password:
+        raise ConfigError(
+            f"sources.{name}.password_env: environment variable {source.password_env} is not set"
+        )
+    return TrytonRpc(
+        name,
+        url=source.url,
+        database=source.database,
+        user=source.user,
+        password=password,
+        timeout=source.timeout,
+    )
+
+
+def _tryton_entity(name: str, cfg: EntityConfig) -> TrytonEntity:
+    assert cfg.tryton is not None  # checked when the config was loaded
+    return TrytonEntity(
+        name=name,
+        model=cfg.tryton.model,
+        key=cfg.key,
+        fields=_fields(cfg.fields),
+        children=_children(cfg.children),
+        domain=tuple(cfg.tryton.domain),
+        updated_at=cfg.updated_at,
+        version=cfg.version,
+        searchable=tuple(cfg.searchable),
     )

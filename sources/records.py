@@ -27,6 +27,9 @@ class FieldMapping:
     type: FieldType = "str"
     scale: int = 0  # decimals stored as integer minor units: 1234 with scale 2 is 12.34
     nullable: bool = True
+    # the system's values and the contract's, where they differ (a Tryton sale's state
+    # `processing` is an order `open`); a value not listed is a data error
+    values: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +74,15 @@ def convert(raw: Any, mapping: FieldMapping) -> Any:
             raise ConversionError("is missing or null")
         return None
     try:
-        return _CONVERTERS[mapping.type](raw, mapping)
+        value = _CONVERTERS[mapping.type](raw, mapping)
     except (ValueError, TypeError, InvalidOperation, ArithmeticError) as exc:
         raise ConversionError(f"expected {mapping.type}, got {type(raw).__name__}") from exc
+    if mapping.values:
+        known = dict(mapping.values)
+        if value not in known:
+            raise ConversionError(f"unexpected value {value!r}")
+        return known[value]
+    return value
 
 
 def _to_str(raw: Any, _: FieldMapping) -> str:
@@ -83,6 +92,8 @@ def _to_str(raw: Any, _: FieldMapping) -> str:
 
 
 def _to_int(raw: Any, _: FieldMapping) -> int:
+    if isinstance(raw, float | Decimal) and raw == int(raw):  # Tryton's quantities: 12.0
+        return int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int | str):
         raise TypeError(raw)
     return int(raw)

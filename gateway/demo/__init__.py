@@ -20,6 +20,7 @@ from gateway.principals import hash_key
 from sources.demo import CrmProcess, build_estate, create_erp, seed_crm
 
 CONFIG_TEMPLATE = Path(__file__).with_name("gatehouse.toml")
+TRYTON_CONFIG_TEMPLATE = Path(__file__).with_name("tryton.toml")
 PRINCIPALS = ("olivia", "finn", "carla", "sam", "storefront", "restock-bot", "support-bot")
 
 
@@ -34,12 +35,17 @@ class DemoEstate:
 
     def environ(self) -> dict[str, str]:
         """The GATEHOUSE_* variables the demo configuration refers to."""
-        hashes = {_hash_variable(name): hash_key(key) for name, key in self.keys.items()}
-        return {"GATEHOUSE_ERP_URL": self.erp_url, "GATEHOUSE_CRM_URL": self.crm.url, **hashes}
+        urls = {"GATEHOUSE_ERP_URL": self.erp_url, "GATEHOUSE_CRM_URL": self.crm.url}
+        return {**urls, **key_hashes(self.keys)}
 
     def config(self) -> GatewayConfig:
         """The demo configuration, expanded with this estate's URLs and key hashes."""
         return load_config(CONFIG_TEMPLATE, environ={**os.environ, **self.environ()})
+
+
+def key_hashes(keys: dict[str, str]) -> dict[str, str]:
+    """The GATEHOUSE_DEMO_HASH_* variables for the demo principals' keys."""
+    return {_hash_variable(name): hash_key(key) for name, key in keys.items()}
 
 
 def _hash_variable(principal: str) -> str:

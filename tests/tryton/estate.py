@@ -1,0 +1,25 @@
+"""The Tryton estate's configuration over a test's Tryton server."""
+
+from __future__ import annotations
+
+from gateway.config import GatewayConfig, load_config
+from gateway.demo import TRYTON_CONFIG_TEMPLATE, key_hashes, new_keys
+from sources.tryton_estate.server import TrytonServer
+from tests.tryton.conftest import PASSWORD, USER
+
+
+def tryton_environ(server: TrytonServer) -> dict[str, str]:
+    """The variables tryton.toml refers to, for `server`."""
+    return {
+        "GATEHOUSE_TRYTON_URL": server.url,
+        "GATEHOUSE_TRYTON_DATABASE": server.database.name,
+        "GATEHOUSE_TRYTON_USER": USER,
+        "GATEHOUSE_TRYTON_PASSWORD": PASSWORD,
+    }
+
+
+def tryton_config(server: TrytonServer, keys: dict[str, str] | None = None) -> GatewayConfig:
+    """tryton.toml expanded for `server`, the demo principals holding `keys` (new ones by
+    default)."""
+    hashes = key_hashes(new_keys() if keys is None else keys)
+    return load_config(TRYTON_CONFIG_TEMPLATE, environ={**tryton_environ(server), **hashes})
