@@ -150,7 +150,15 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
     app = create_app(settings, load_config(settings.config))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # log_config=None: uvicorn keeps the JSON logging set up above instead of its own.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+    )
     return 0
 
 
@@ -166,7 +174,14 @@ def _demo(args: argparse.Namespace) -> int:
         keys_file = write_keys_file(estate, database_url=settings.database_url)
         base = f"http://{args.host}:{args.port}"
         print(_banner(base, estate.crm.url, estate.erp_url, estate.keys, keys_file), flush=True)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            log_config=None,
+            access_log=False,
+        )
     return 0
 
 

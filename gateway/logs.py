@@ -20,7 +20,10 @@ _SECRETS = [
     (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"), "[REDACTED-JWT]"),
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[REDACTED-EMAIL]"),
     (re.compile(r"\+\d[\d ()./-]{6,}\d"), "[REDACTED-PHONE]"),
+    (re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), "[REDACTED-IBAN]"),
 ]
+# Every logger ends at the root's one handler; these are the ones that bring their own.
+_THIRD_PARTY = ("uvicorn", "uvicorn.error", "uvicorn.access", "strawberry", "strawberry.execution")
 _STANDARD = set(vars(logging.makeLogRecord({})))
 
 
@@ -49,11 +52,17 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on stderr for the gateway's loggers (and uvicorn's)."""
+    """JSON lines on stderr, redacted, for every logger in the process: the gateway's and
+    third parties' (uvicorn, Strawberry, SQLAlchemy...) alike, through the root's handler."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
-    for name in ("gatehouse", "uvicorn.error"):
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)  # third parties: what goes wrong, not their chatter
+    for name in ("gatehouse", *_THIRD_PARTY):
         logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(level)
-        logger.propagate = False
+        logger.handlers[:] = []
+        logger.propagate = True
+    logging.getLogger("gatehouse").setLevel(level)
+    # The gateway writes its own access log (gateway/access_log.py): path only, no query.
+    logging.getLogger("uvicorn.access").disabled = True

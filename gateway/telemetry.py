@@ -3,13 +3,20 @@ steps, exported over OTLP only when an endpoint is configured (nothing leaves by
 
 The tracer provider is process-wide (OpenTelemetry's API is), so it is set up once, by the
 first app the process builds; `tracer()` is what the rest of the code uses.
+
+Spans leave the process, so they carry names, ids and codes, never values: a failure is
+recorded by its type and code only, since an exception's message and stack quote the query
+text, SQL or an input (`failed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -52,8 +59,41 @@ def add_processor(processor: SpanProcessor) -> None:
 
 @functools.cache
 def tracer() -> trace.Tracer:
-    """The gateway's tracer (one made before tracing is configured forwards to it after)."""
-    return trace.get_tracer("gatehouse")
+    """The gateway's tracer (one made before tracing is configured forwards to it after);
+    its spans record a failure by type and code, never by message or stack trace."""
+    return _ValueFreeTracer(trace.get_tracer("gatehouse"))
+
+
+def failed(span: trace.Span, exc: BaseException) -> None:
+    """Mark `span` failed by the exception's type and code: its message may quote values."""
+    code = getattr(exc, "code", None)
+    kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    span.set_status(trace.Status(trace.StatusCode.ERROR, code if isinstance(code, str) else kind))
+    span.add_event("exception", {"exception.type": kind})
+
+
+class _ValueFreeTracer(trace.Tracer):
+    """A tracer whose spans never record an exception's message or stack trace."""
+
+    def __init__(self, inner: trace.Tracer) -> None:
+        self._inner = inner
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        # The API's signature, passed through; only the two recording flags are forced.
+        kwargs |= {"record_exception": False, "set_status_on_exception": False}
+        return self._inner.start_span(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def start_as_current_span(  # type: ignore[override]  # the API's, passed through
+        self, *args: Any, **kwargs: Any
+    ) -> Iterator[trace.Span]:
+        kwargs |= {"record_exception": False, "set_status_on_exception": False}
+        with self._inner.start_as_current_span(*args, **kwargs) as span:
+            try:
+                yield span
+            except Exception as exc:
+                failed(span, exc)
+                raise
 
 
 def current_trace_id() -> str:

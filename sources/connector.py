@@ -58,9 +58,13 @@ class SourceStats:
         self.by_operation[operation] = self.by_operation.get(operation, 0) + 1
         started = time.perf_counter()
         # The span names the system and the operation only: never keys, SQL or values.
+        # A failure is recorded by its code or type, never its message: that quotes SQL,
+        # hosts and values.
         with _tracer.start_as_current_span(
             f"source {operation}",
             attributes={"gatehouse.source": source, "gatehouse.source.operation": operation},
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             try:
                 yield
@@ -69,6 +73,9 @@ class SourceStats:
                 self.last_error_at = datetime.now(UTC)
                 self.last_error = str(exc)
                 span.set_status(Status(StatusCode.ERROR, exc.code))
+                raise
+            except Exception as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise
             else:
                 self.last_ok_at = datetime.now(UTC)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import io
 import json
 import logging
+import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -23,6 +29,7 @@ from gateway.settings import Settings
 from gateway.telemetry import add_processor
 from sources.demo import CrmProcess, build_estate, seed_crm
 from tests.factories import LiveServer, live_server, with_source
+from tests.serving import Gateway, demo_config
 
 JWT_SECRET = "observability-test-secret-of-32-characters!"
 
@@ -257,3 +264,120 @@ def test_logs_are_one_json_event_per_request(
     assert requests
     assert {"method", "path", "status", "duration_ms", "trace_id"} <= set(requests[-1])
     assert requests[-1]["path"] == "/graphql"
+
+
+class _OtlpReceiver:
+    """An OTLP/HTTP trace receiver on loopback that keeps every body it is sent."""
+
+    def __init__(self) -> None:
+        bodies = self.bodies = list[bytes]()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                bodies.append(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_serve_writes_only_redacted_json_lines_and_value_free_spans(
+    estate: DemoEstate, tmp_path: Path
+) -> None:
+    """Everything `gatehouse serve` writes to stderr and exports over OTLP, through syntax and
+    validation errors, refused and denied writes and a failing source."""
+    shutil.copy(estate.erp_url.split("///", 1)[1], tmp_path / "erp.db")
+    seed_crm(tmp_path / "crm.db", build_estate())
+    crm = CrmProcess.start(tmp_path / "crm.db")
+    receiver = _OtlpReceiver()
+    environ = {
+        **os.environ,
+        **estate.environ(),
+        "GATEHOUSE_ERP_URL": f"sqlite+aiosqlite:///{tmp_path / 'erp.db'}",
+        "GATEHOUSE_CRM_URL": crm.url,
+        "GATEHOUSE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}",
+        "GATEHOUSE_OTLP_ENDPOINT": receiver.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    gateway = Gateway("serve", environ, demo_config(tmp_path, writes={}), tmp_path)
+    email, phone, iban, name = (
+        "jane.doe@example.com",
+        "+49 30 5550123",
+        "DE89370400440532013000",
+        "Zebulon Quackenbush",
+    )
+    wrong_key = "gh_wrong_key_that_must_not_be_logged"
+    secrets = [email, phone, iban, name, wrong_key, *estate.keys.values()]
+    try:
+        url = gateway.start()
+
+        def send(principal: str, query: str, variables: object = None) -> dict[str, Any]:
+            key = estate.keys.get(principal, principal)
+            response = httpx.post(
+                f"{url}/graphql",
+                json={"query": query, "variables": variables},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=10,
+            )
+            return dict(response.json())
+
+        send("olivia", f'{{ customer(id: "{email}") {{ id ')  # a syntax error
+        send("olivia", f'{{ customer(id: "{phone}") {{ nme }} }}')  # a validation error
+        send("olivia", f'{{ customers(search: "{name}") {{ edges {{ node {{ nam }} }} }}')
+        send("olivia", "query($n: Int) { customers(first: $n) { edges { cursor } } }", {"n": iban})
+        denied = send(
+            "support-bot",
+            'mutation { recordPayment(input: {customerId: "C-00001", amount: "5.00", '
+            f'currency: "EUR", reference: "{iban}"}}) {{ status }} }}',
+        )
+        assert denied["data"]["recordPayment"]["status"] == "DENIED"
+        pending = send(
+            "restock-bot",
+            'mutation { adjustInventory(input: {sku: "SKU-0009", location: "WH-AMS", '
+            f'delta: 200, reason: "{name} counted"}}) {{ status action {{ id }} }} }}',
+        )["data"]["adjustInventory"]
+        assert pending["status"] == "PENDING_APPROVAL"
+        refused = send(
+            "olivia",
+            f'mutation {{ approveAction(id: "{pending["action"]["id"]}", comment: "{email}") '
+            "{ status } }",
+        )
+        assert refused["errors"][0]["extensions"]["code"] == "APPROVAL_REFUSED"
+        send(wrong_key, "{ me { id } }")
+        crm.stop()
+        failed = send("olivia", '{ customer(id: "C-00002") { name } }')
+        assert failed["errors"][0]["extensions"]["code"] == "SOURCE_UNAVAILABLE"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and b"graphql" not in b"".join(receiver.bodies):
+            time.sleep(0.1)
+    finally:
+        gateway.stop()
+        crm.stop()
+        receiver.close()
+    written = gateway.log.read_text()
+    exported = b"".join(receiver.bodies)
+    assert b"source read_many" in exported
+    assert "Traceback" not in written
+    for secret in secrets:
+        assert secret not in written, secret
+        assert secret.encode() not in exported, secret
+    events = [json.loads(line) for line in written.splitlines() if line.strip()]
+    assert all(isinstance(event, dict) for event in events)
+    codes = {event.get("code"): event for event in events if event["event"] == "graphql error"}
+    assert {"GRAPHQL_VALIDATION_FAILED", "APPROVAL_REFUSED", "SOURCE_UNAVAILABLE"} <= set(codes)
+    assert codes["APPROVAL_REFUSED"]["level"] == "INFO"
+    assert "exception" not in codes["APPROVAL_REFUSED"]

@@ -191,11 +191,13 @@ class Observability(SchemaExtension):
         started = time.perf_counter()
         with tracer().start_as_current_span("graphql") as span:
             self.trace_id = current_trace_id()
-            yield
-            # The document's own operation name is known only once it has been parsed.
-            name = self.execution_context.operation_name or "anonymous"
-            span.update_name(f"graphql {name}")
-            span.set_attribute("graphql.operation.name", name)
+            try:
+                yield
+            finally:
+                # The document's own operation name is known only once it has been parsed.
+                name = self.execution_context.operation_name or "anonymous"
+                span.update_name(f"graphql {name}")
+                span.set_attribute("graphql.operation.name", name)
         result = self.execution_context.result
         outcome = "ok" if result is not None and not result.errors else "error"
         metrics = self.execution_context.context.services.metrics

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from gateway.config import LimitsConfig
+from gateway.errors import GatehouseError
 from gateway.graphql.extensions import (
     AgentReadAudit,
     ErrorCodes,
@@ -23,6 +27,32 @@ from gateway.graphql.queries import Query as ReadQueries
 from sources.actions import ActionKind
 
 Query = merge_types("Query", (ReadQueries, ActionQueries))
+
+log = logging.getLogger("gatehouse.graphql")
+
+
+class Schema(strawberry.Schema):
+    """Strawberry's schema, logging each error as one JSON event by its code and path.
+
+    Strawberry's own logger writes the message, the query text around it and a traceback:
+    a syntax or validation message quotes the query's literals, and a refused approval or
+    a failed source is an outcome, not an exception. Errors that are none of ours are
+    logged by `ErrorCodes`, with the incident id the caller is given.
+    """
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """One info event per expected error: code and path, never the message."""
+        for error in errors:
+            original = error.original_error
+            if isinstance(original, GatehouseError):
+                code = original.code
+            elif original is None or isinstance(original, GraphQLError):
+                code = str((error.extensions or {}).get("code", "GRAPHQL_VALIDATION_FAILED"))
+            else:
+                continue
+            log.info("graphql error", extra={"code": code, "path": error.path})
 
 
 def build_schema(limits: LimitsConfig, kinds: Sequence[ActionKind]) -> strawberry.Schema:
@@ -40,7 +70,7 @@ def build_schema(limits: LimitsConfig, kinds: Sequence[ActionKind]) -> strawberr
 
 @functools.cache
 def _schema(limits: LimitsConfig, classes: tuple[type[ActionKind], ...]) -> strawberry.Schema:
-    return strawberry.Schema(
+    return Schema(
         query=Query,
         mutation=build_mutation([cls() for cls in classes]),
         config=StrawberryConfig(batching_config={"max_operations": limits.max_operations}),
