@@ -92,14 +92,12 @@ class TrytonRpc:
 
     async def call(self, method: str, *params: Any, context: Context | None = None) -> Any:
         """Call `method` with `params` and the user's context (updated with `context`)."""
-        if self._authorization is None:
-            await self.login()
-        sent_with = self._authorization
+        authorization = self._authorization or await self._renew(None)
         full = {**self._context, **(context or {})}
-        response = await self._post(method, [*params, full], authorized=True)
+        response = await self._post(method, [*params, full], authorization)
         if response.status_code in _EXPIRED:
-            await self._renew(sent_with)
-            response = await self._post(method, [*params, full], authorized=True)
+            authorization = await self._renew(authorization)
+            response = await self._post(method, [*params, full], authorization)
         return self._result(method, response)
 
     async def search_read(
@@ -216,11 +214,12 @@ class TrytonRpc:
     ) -> None:
         await self.close()
 
-    async def _login(self) -> None:
+    async def _login(self) -> str:
+        """Log in; the session is kept only once the user's context is known too."""
         self._authorization = None
         params = [self.user, {"password": self._password}, self._language]
         try:
-            response = await self._post("common.db.login", params, authorized=False)
+            response = await self._post("common.db.login", params, None)
         except SourceTimeout as exc:
             # trytond over PostgreSQL waits 30 s for a database that does not exist.
             raise SourceTimeout(
@@ -234,20 +233,20 @@ class TrytonRpc:
         if not (isinstance(result, list) and len(result) >= 2 and isinstance(result[0], int)):
             raise SourceDataError(self.name, "common.db.login: unexpected answer")
         credentials = f"{self.user}:{result[0]}:{result[1]}".encode()
-        self._authorization = "Session " + base64.b64encode(credentials).decode()
-        preferences = await self._post(
-            "model.res.user.get_preferences", [True, {}], authorized=True
-        )
-        context = self._result("model.res.user.get_preferences", preferences)
+        authorization = "Session " + base64.b64encode(credentials).decode()
+        method = "model.res.user.get_preferences"
+        context = self._result(method, await self._post(method, [True, {}], authorization))
         if not isinstance(context, dict):
-            raise SourceDataError(self.name, "get_preferences: expected the user's context")
-        self._context = context
+            raise SourceDataError(self.name, f"{method}: expected the user's context")
+        self._context, self._authorization = context, authorization
+        return authorization
 
-    async def _renew(self, sent_with: str | None) -> None:
+    async def _renew(self, sent_with: str | None) -> str:
+        """Log in again unless another call already replaced the session `sent_with`."""
         async with self._login_lock:
-            # Another call may have renewed the session while this one waited.
-            if self._authorization == sent_with:
-                await self._login()
+            if self._authorization is None or self._authorization == sent_with:
+                return await self._login()
+            return self._authorization
 
     def _login_refused(self, status: int) -> SourceError:
         where = f"database '{self.database}' as user '{self.user}'"
@@ -267,11 +266,13 @@ class TrytonRpc:
             f"database '{self.database}' does not exist or login failed",
         )
 
-    async def _post(self, method: str, params: list[Any], *, authorized: bool) -> httpx.Response:
+    async def _post(
+        self, method: str, params: list[Any], authorization: str | None
+    ) -> httpx.Response:
         body = {"id": next(self._ids), "method": method, "params": params}
         headers = {"Content-Type": "application/json"}
-        if authorized and self._authorization is not None:
-            headers["Authorization"] = self._authorization
+        if authorization is not None:
+            headers["Authorization"] = authorization
         try:
             return await self._client.post(
                 f"/{self.database}/rpc/", content=_encode(body), headers=headers

@@ -41,31 +41,31 @@ def tryton_template() -> str:
     return seeded_postgres_template(PG_SERVER, password=PASSWORD)
 
 
+@pytest.fixture(scope="module")
+def tryton_server(tryton_template: str) -> Iterator[TrytonServer]:
+    """One trytond over a fresh copy of the template, shared by a module's tests."""
+    name = f"gh_tryton_{uuid.uuid4().hex[:10]}"
+    database: TrytonDatabase = copy_postgres_template(PG_SERVER, tryton_template, name)
+    try:
+        with TrytonServer.start(database) as server:
+            yield server
+    finally:
+        drop_postgres_database(PG_SERVER, name)
+
+
 @pytest.fixture
-def tryton_servers(tryton_template: str) -> Iterator[ServerFactory]:
-    """Start trytond over a fresh copy of the template; all stopped and dropped after."""
+def tryton_servers(tryton_server: TrytonServer) -> Iterator[ServerFactory]:
+    """Start more trytond processes over the module server's database (to kill, or to
+    configure differently); all stopped after the test."""
     started: list[TrytonServer] = []
 
     def start(**options: Any) -> TrytonServer:
-        name = f"gh_tryton_{uuid.uuid4().hex[:10]}"
-        database = copy_postgres_template(PG_SERVER, tryton_template, name)
-        started.append(TrytonServer.start(database, **options))
+        started.append(TrytonServer.start(tryton_server.database, **options))
         return started[-1]
 
     yield start
     for server in started:
         server.stop()
-        drop_postgres_database(PG_SERVER, server.database.name)
-
-
-@pytest.fixture(scope="module")
-def tryton_server(tryton_template: str) -> Iterator[TrytonServer]:
-    """One trytond over a copy of the template, shared by a module's tests."""
-    name = f"gh_tryton_{uuid.uuid4().hex[:10]}"
-    database: TrytonDatabase = copy_postgres_template(PG_SERVER, tryton_template, name)
-    with TrytonServer.start(database) as server:
-        yield server
-    drop_postgres_database(PG_SERVER, name)
 
 
 def rpc_for(server: TrytonServer, **options: Any) -> TrytonRpc:
