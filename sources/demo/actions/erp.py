@@ -6,12 +6,12 @@ import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import MetaData, Table, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sources.actions import Effect, Plan
+from sources.actions import Effect
 from sources.demo.erp import erp_metadata
 from sources.sql import SqlConnector
 
@@ -58,18 +58,7 @@ def money(cents: Any) -> Decimal:
 
 
 class ErpAction:
-    """The shape every demo ERP action shares; its effect is journaled with the action's id."""
-
-    pii_fields: ClassVar[frozenset[str]] = frozenset()
-    creates: ClassVar[bool] = False
-
-    def amount(self, data: Any) -> Decimal | None:
-        """No money at stake unless the action says so."""
-        return None
-
-    def touched(self, data: Any, plan: Plan) -> list[tuple[str, str]]:
-        """Nothing besides the target, unless the action says so."""
-        return []
+    """What every demo ERP action shares: its effect is journaled with the action's id."""
 
     async def find_effect(
         self, data: Any, source: SqlConnector, *, action_id: str, based_on: str | None

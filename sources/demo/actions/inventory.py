@@ -2,43 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-from pydantic import Field
 from sqlalchemy import and_, update
 
-from sources.actions import ActionInput, Invalid, Multiline, Plan, Problem
+from sources.actions import Invalid, Plan, Problem
 from sources.demo.actions.erp import ErpAction, tables, utcnow
+from sources.ordertocash import AdjustInventoryContract, AdjustInventoryInput
 from sources.sql import SqlConnector
 
 STOCK_NOT_NEGATIVE = "STOCK_NOT_NEGATIVE"
 
 
-class AdjustInventoryInput(ActionInput):
-    """Move the on-hand stock of one SKU at one location up or down."""
-
-    sku: str = Field(min_length=1, max_length=32, description="The item's SKU.")
-    location: str = Field(min_length=1, max_length=16, description="Warehouse code, e.g. WH-BER.")
-    delta: int = Field(
-        ge=-100_000, le=100_000, description="Units to add (positive) or remove (negative)."
-    )
-    reason: Multiline = Field(min_length=3, max_length=500, description="Why, for the audit trail.")
-
-
-class AdjustInventory(ErpAction):
+class AdjustInventory(AdjustInventoryContract, ErpAction):
     """inventory.adjust: stock never goes below zero, nor below what is reserved."""
-
-    kind: ClassVar[str] = "inventory.adjust"
-    mutation: ClassVar[str] = "adjustInventory"
-    entity: ClassVar[str] = "InventoryItem"
-    summary: ClassVar[str] = "Adjust the on-hand stock of one item at one location."
-    Input: ClassVar[type[ActionInput]] = AdjustInventoryInput
-
-    def target(self, data: AdjustInventoryInput) -> str:
-        return data.sku
-
-    def policy_input(self, data: AdjustInventoryInput) -> dict[str, Any]:
-        return {"quantity": abs(data.delta), "delta": data.delta, "location": data.location}
 
     async def plan(self, data: AdjustInventoryInput, source: SqlConnector) -> Plan:
         if data.delta == 0:

@@ -4,49 +4,24 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar
+from typing import Any
 
-from pydantic import Field, StringConstraints
 from sqlalchemy import column, func, insert, select, table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sources.actions import ActionInput, Invalid, Multiline, Plan, Problem
+from sources.actions import Invalid, Plan, Problem
 from sources.demo.actions.erp import ErpAction, lock_account, money, tables, to_cents, utcnow
+from sources.ordertocash import (
+    IssueCreditNoteContract,
+    IssueCreditNoteInput,
+    RecordPaymentContract,
+    RecordPaymentInput,
+)
 from sources.sql import SqlConnector
 
-Amount = Annotated[Decimal, Field(gt=0, le=Decimal("1000000000"), decimal_places=2)]
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
-
-class RecordPaymentInput(ActionInput):
-    """Money received from a customer."""
-
-    customer_id: str = Field(min_length=1, max_length=32)
-    amount: Amount
-    currency: Currency
-    reference: str = Field(min_length=1, max_length=100, description="The bank reference.")
-
-
-class RecordPayment(ErpAction):
+class RecordPayment(RecordPaymentContract, ErpAction):
     """payment.record: in the account's currency, never above what is outstanding."""
-
-    kind: ClassVar[str] = "payment.record"
-    mutation: ClassVar[str] = "recordPayment"
-    entity: ClassVar[str] = "Balance"
-    summary: ClassVar[str] = "Record a payment received from a customer."
-    Input: ClassVar[type[ActionInput]] = RecordPaymentInput
-
-    def target(self, data: RecordPaymentInput) -> str:
-        return data.customer_id
-
-    def policy_input(self, data: RecordPaymentInput) -> dict[str, Any]:
-        return {"amount": data.amount, "currency": data.currency}
-
-    def amount(self, data: RecordPaymentInput) -> Decimal | None:
-        return data.amount
-
-    def touched(self, data: RecordPaymentInput, plan: Plan) -> list[tuple[str, str]]:
-        return [("Customer", data.customer_id)]
 
     async def plan(self, data: RecordPaymentInput, source: SqlConnector) -> Plan:
         balance = await source.read("Balance", data.customer_id)
@@ -143,35 +118,8 @@ async def _outstanding(
     return None if cents is None else money(cents)
 
 
-class IssueCreditNoteInput(ActionInput):
-    """Credit a customer against one of their orders."""
-
-    customer_id: str = Field(min_length=1, max_length=32)
-    order_id: str = Field(min_length=1, max_length=32)
-    amount: Amount
-    reason: Multiline = Field(min_length=3, max_length=200)
-
-
-class IssueCreditNote(ErpAction):
+class IssueCreditNote(IssueCreditNoteContract, ErpAction):
     """credit_note.issue: against the customer's own order, never beyond what it is worth."""
-
-    kind: ClassVar[str] = "credit_note.issue"
-    mutation: ClassVar[str] = "issueCreditNote"
-    entity: ClassVar[str] = "Balance"
-    summary: ClassVar[str] = "Issue a credit note to a customer against one of their orders."
-    Input: ClassVar[type[ActionInput]] = IssueCreditNoteInput
-
-    def target(self, data: IssueCreditNoteInput) -> str:
-        return data.customer_id
-
-    def policy_input(self, data: IssueCreditNoteInput) -> dict[str, Any]:
-        return {"amount": data.amount}
-
-    def amount(self, data: IssueCreditNoteInput) -> Decimal | None:
-        return data.amount
-
-    def touched(self, data: IssueCreditNoteInput, plan: Plan) -> list[tuple[str, str]]:
-        return [("Customer", data.customer_id), ("Order", data.order_id)]
 
     async def plan(self, data: IssueCreditNoteInput, source: SqlConnector) -> Plan:
         balance = await source.read("Balance", data.customer_id)

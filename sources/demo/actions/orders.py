@@ -5,68 +5,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
-from pydantic import Field, field_validator
 from sqlalchemy import and_, column, delete, func, insert, select, table, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sources.actions import ActionInput, Invalid, Multiline, Plan, Problem
+from sources.actions import Invalid, Plan, Problem
 from sources.demo.actions.erp import ErpAction, lock_account, tables, to_cents, utcnow
+from sources.ordertocash import (
+    CancelOrderContract,
+    CancelOrderInput,
+    OrderLineInput,
+    PlaceOrderContract,
+    PlaceOrderInput,
+)
 from sources.records import Record
 from sources.sql import SqlConnector
 
 
-class OrderLineInput(ActionInput):
-    """One line to order."""
-
-    sku: str = Field(min_length=1, max_length=32)
-    quantity: int = Field(ge=1, le=10_000)
-    location: str | None = Field(
-        default=None, max_length=16, description="Ship from here; default: most available."
-    )
-
-
-class PlaceOrderInput(ActionInput):
-    """A new order for a customer."""
-
-    customer_id: str = Field(min_length=1, max_length=32)
-    lines: list[OrderLineInput] = Field(min_length=1, max_length=50)
-
-    @field_validator("lines")
-    @classmethod
-    def _one_line_per_sku(cls, lines: list[OrderLineInput]) -> list[OrderLineInput]:
-        skus = [line.sku for line in lines]
-        if len(skus) != len(set(skus)):
-            raise ValueError("each SKU may appear on one line only")
-        return lines
-
-
-class PlaceOrder(ErpAction):
+class PlaceOrder(PlaceOrderContract, ErpAction):
     """order.place: known active SKUs, enough stock, total within available credit."""
-
-    kind: ClassVar[str] = "order.place"
-    mutation: ClassVar[str] = "placeOrder"
-    entity: ClassVar[str] = "Order"
-    summary: ClassVar[str] = "Place an order for a customer, reserving its stock."
-    Input: ClassVar[type[ActionInput]] = PlaceOrderInput
-    creates: ClassVar[bool] = True
-
-    def target(self, data: PlaceOrderInput) -> str:
-        return f"new order for {data.customer_id}"
-
-    def policy_input(self, data: PlaceOrderInput) -> dict[str, Any]:
-        return {"quantity": sum(line.quantity for line in data.lines), "lines": len(data.lines)}
-
-    def amount(self, data: PlaceOrderInput) -> Decimal | None:
-        return None  # known only once prices are read; credit is a validation rule
-
-    def touched(self, data: PlaceOrderInput, plan: Plan) -> list[tuple[str, str]]:
-        return [
-            ("Balance", data.customer_id),
-            ("Customer", data.customer_id),
-            *(("InventoryItem", line.sku) for line in data.lines),
-        ]
 
     async def plan(self, data: PlaceOrderInput, source: SqlConnector) -> Plan:
         balance = await source.read("Balance", data.customer_id)
@@ -287,39 +245,8 @@ async def _hold(
     )
 
 
-class CancelOrderInput(ActionInput):
-    """Cancel an open order."""
-
-    order_id: str = Field(min_length=1, max_length=32)
-    reason: Multiline = Field(min_length=3, max_length=500)
-
-
-class CancelOrder(ErpAction):
+class CancelOrder(CancelOrderContract, ErpAction):
     """order.cancel: only open orders; releases the stock they hold."""
-
-    kind: ClassVar[str] = "order.cancel"
-    mutation: ClassVar[str] = "cancelOrder"
-    entity: ClassVar[str] = "Order"
-    summary: ClassVar[str] = "Cancel an open order and release the stock it reserved."
-    Input: ClassVar[type[ActionInput]] = CancelOrderInput
-
-    def target(self, data: CancelOrderInput) -> str:
-        return data.order_id
-
-    def policy_input(self, data: CancelOrderInput) -> dict[str, Any]:
-        return {}
-
-    def touched(self, data: CancelOrderInput, plan: Plan) -> list[tuple[str, str]]:
-        order = plan.target_record
-        if order is None:
-            return []
-        customer = order.data["customer_id"]
-        lines = order.data.get("lines") or []
-        return [
-            ("Balance", customer),
-            ("Customer", customer),
-            *(("InventoryItem", line["sku"]) for line in lines),
-        ]
 
     async def plan(self, data: CancelOrderInput, source: SqlConnector) -> Plan:
         order = await source.read("Order", data.order_id)
