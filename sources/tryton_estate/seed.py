@@ -4,7 +4,7 @@
     2. trytond-admin activates the modules (MODULES and what they depend on)
     3. proteus seeds, through Tryton's own models and workflows (never SQL):
        company (EUR), chart of accounts, fiscal year with periods and invoice sequences,
-       payment term, codes C-00001... for parties and SO-00001... for sales, customers
+       payment term and method, codes C-00001... for parties and SO-00001... for sales, customers
        with e-mail and phone and some with a credit limit, goods products SKU-1001...
        with stock in the warehouse, a confirmed sale with its posted invoice, and the
        non-privileged user `gatehouse`
@@ -150,6 +150,7 @@ def _seed(database: TrytonDatabase, config_file: Path, password: str) -> dict[st
     accounts = _chart(company)
     _fiscal_year(company)
     payment_term = _payment_term()
+    _payment_method(company, accounts)
     _sequences()
     customers = _customers(company)
     warehouse, storage = _locations()
@@ -251,6 +252,15 @@ def _payment_term() -> Any:
     line.relativedeltas.new(days=30)
     term.save()
     return term
+
+
+def _payment_method(company: Any, accounts: dict[str, Any]) -> None:
+    # What the account.invoice.pay wizard records a customer's payment with.
+    (journal,) = _model("account.journal").find([("type", "=", "cash")], limit=1)
+    method = _model("account.invoice.payment.method")(name="Bank transfer", company=company)
+    method.journal = journal
+    method.debit_account = method.credit_account = accounts["cash"]
+    method.save()
 
 
 def _sequences() -> None:

@@ -128,7 +128,9 @@ def stub_tryton() -> Iterator[StubTryton]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     stub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="stub-tryton", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="stub-tryton", daemon=True
+    )
     thread.start()
     yield stub
     server.shutdown()
