@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.app import start
 from gateway.config import GatewayConfig, load_config
 from gateway.demo import TRYTON_CONFIG_TEMPLATE, key_hashes, new_keys
+from gateway.services import Services
 from sources.tryton_estate.server import TrytonServer
+from tests.factories import services_for
 from tests.tryton.conftest import PASSWORD, USER
 
 
@@ -23,3 +31,18 @@ def tryton_config(server: TrytonServer, keys: dict[str, str] | None = None) -> G
     default)."""
     hashes = key_hashes(new_keys() if keys is None else keys)
     return load_config(TRYTON_CONFIG_TEMPLATE, environ={**tryton_environ(server), **hashes})
+
+
+@contextlib.asynccontextmanager
+async def governed_tryton(
+    server: TrytonServer, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Services]:
+    """The gateway's services over the Tryton estate on `server`, started."""
+    for name, value in tryton_environ(server).items():
+        monkeypatch.setenv(name, value)  # the password is read from the environment
+    built = services_for(tryton_config(server), database_url)
+    await start(built)
+    try:
+        yield built
+    finally:
+        await built.close()
