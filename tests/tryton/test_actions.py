@@ -60,3 +60,71 @@ async def test_adjust_inventory_below_zero_invalid_nothing_moved(governed: Servi
 
     assert result.status is Status.INVALID
     assert await on_hand(governed, "SKU-1004") == before
+
+
+async def sale_states(services: Services, reference: str | None = None) -> list[str]:
+    rpc = services.catalog.source("order.place").rpc  # type: ignore[attr-defined]
+    domain = [] if reference is None else [("reference", "=", reference)]
+    return [row["state"] for row in await rpc.search_read("sale.sale", domain, ["state"])]
+
+
+PLACE = {"customer_id": "C-00004", "lines": [{"sku": "SKU-1002", "quantity": 2}]}
+
+
+async def test_place_order_creates_quotes_and_confirms_a_sale(governed: Services) -> None:
+    result = await submit(governed, "order.place", PLACE, key="order-1")
+
+    assert result.status is Status.APPLIED, result
+    assert result.action is not None
+    assert result.action.result is not None
+    number = result.action.result["order_id"]
+    assert result.action.result["status"] in ("confirmed", "processing")
+    order = await governed.reads.get("Order", number)
+    assert order is not None
+    assert order.record.data["customer_id"] == "C-00004"
+    assert order.record.data["reference"] == f"gatehouse-{result.action.id}"
+    assert [(line["sku"], line["quantity"]) for line in order.record.data["lines"]] == [
+        ("SKU-1002", 2)
+    ]
+
+
+async def test_place_order_over_credit_limit_invalid_with_tryton_message(
+    governed: Services,
+) -> None:
+    sales = len(await sale_states(governed))
+    # Cobalt Cafe may owe 300 EUR; 10 drills are 1290
+    over = {"customer_id": "C-00003", "lines": [{"sku": "SKU-1002", "quantity": 10}]}
+
+    result = await submit(governed, "order.place", over)
+
+    assert result.status is Status.INVALID, result
+    assert result.action is not None
+    (problem,) = result.action.validation
+    assert problem["rule"] == "TRYTON_RULE"
+    assert problem["message"].startswith("Tryton refused it: ")
+    assert "credit" in problem["message"].lower()
+    assert len(await sale_states(governed)) == sales  # nothing left behind
+
+
+async def test_place_order_more_than_in_stock_invalid_with_tryton_message(
+    governed: Services,
+) -> None:
+    # Toolbox Large: none in stock
+    short = {"customer_id": "C-00007", "lines": [{"sku": "SKU-1006", "quantity": 3}]}
+
+    result = await submit(governed, "order.place", short)
+
+    assert result.status is Status.INVALID, result
+    assert result.action is not None
+    message = result.action.validation[0]["message"]
+    assert "is lower than its quantity" in message  # Tryton's own words (sale_stock_quantity)
+
+
+async def test_cancel_placed_order_refused_once_tryton_processes_it(governed: Services) -> None:
+    refused = await submit(
+        governed, "order.cancel", {"order_id": "SO-00001", "reason": "customer called"}
+    )
+
+    assert refused.status is Status.INVALID
+    assert refused.action is not None
+    assert refused.action.validation[0]["rule"] == "TRYTON_WORKFLOW"
