@@ -10,6 +10,7 @@ import pytest
 
 from gateway.actions.store import Status
 from gateway.services import Services
+from sources.errors import SourceConflict
 from sources.tryton_estate.server import TrytonServer
 from tests.factories import submit
 from tests.tryton.conftest import ServerFactory
@@ -128,3 +129,32 @@ async def test_cancel_placed_order_refused_once_tryton_processes_it(governed: Se
     assert refused.status is Status.INVALID
     assert refused.action is not None
     assert refused.action.validation[0]["rule"] == "TRYTON_WORKFLOW"
+
+
+CONTACT = {"customer_id": "C-00005", "email": "new-ap@evergreen.example"}
+
+
+async def test_update_contact_writes_party_email_in_tryton(governed: Services) -> None:
+    result = await submit(governed, "customer.update_contact", CONTACT)
+
+    assert result.status is Status.APPLIED, result
+    record = await governed.catalog.source("customer.update_contact").read("Customer", "C-00005")
+    assert record is not None
+    assert record.data["email"] == "new-ap@evergreen.example"
+    assert record.data["phone"] == "+32 2 555 01 05"  # untouched
+
+
+async def test_update_contact_on_party_changed_since_read_is_tryton_conflict(
+    governed: Services,
+) -> None:
+    action = governed.catalog.get("customer.update_contact")
+    source = governed.catalog.source("customer.update_contact")
+    assert action is not None
+    data = action.Input.model_validate(CONTACT)
+    plan = await action.plan(data, source)
+    rpc = source.rpc  # type: ignore[attr-defined]
+    # someone edits the party in Tryton after the gateway read it
+    await rpc.write("party.party", [plan.context["party"]], {"name": "Evergreen Gardens Ltd"})
+
+    with pytest.raises(SourceConflict):
+        await action.execute(data, plan, source, action_id="a-1")
