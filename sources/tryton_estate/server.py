@@ -142,6 +142,11 @@ class TrytonServer:
             self._process.wait(timeout=_STOP_GRACE_SECONDS)
         self._reap()
 
+    def restart(self) -> None:
+        """Start trytond again on the same port, after `stop` or `kill` (an outage over)."""
+        self._reap()
+        self._launch(self._port)
+
     def kill(self) -> None:
         """Kill trytond at once, as a crash would."""
         if self._process is not None:

@@ -1,5 +1,6 @@
 """The governed actions on the Tryton estate, through the gateway's write path, against a
-real Tryton on PostgreSQL (a fresh copy of the seeded database for each test)."""
+real Tryton on PostgreSQL (one copy of the seeded database per module, so each test looks
+at what it changed relative to before)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ and found location, done; Tryton's own stock rules apply.
     plan       the item's quantity in the warehouse (as the connector reads it), the
                product, the storage and lost-and-found locations
     execute    stock.move create (draft) -> ir.note on it: the action's mark -> do
-    find       the note's move: done (applied), or draft (deleted: not applied)
+    find       the note on one of the item's latest adjustments: its move done (applied),
+               or draft (deleted: not applied)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sources.tryton.connector import TrytonConnector
 from sources.tryton_estate.actions.tryton import mark, obeying, read_one
 
 STOCK_NOT_NEGATIVE = "STOCK_NOT_NEGATIVE"
+_CANDIDATES = 200  # adjustments of one item made since a crash, at the very most
 
 
 class AdjustInventory(AdjustInventoryContract):
@@ -81,15 +83,42 @@ class AdjustInventory(AdjustInventoryContract):
         action_id: str,
         based_on: str | None,
     ) -> Effect:
-        note = await read_one(source, "ir.note", [("message", "=", mark(action_id))], ["resource"])
-        if note is None:
+        move_id = await _marked_move(source, data, mark(action_id))
+        if move_id is None:
             return Effect(applied=False)  # never marked: no move was done for it
-        move_id = int(str(note["resource"]).partition(",")[2])
         (move,) = await source.rpc.read("stock.move", [move_id], ["state"])
         if move["state"] == "done":
             return Effect(applied=True, result={"move": move_id})
         await source.rpc.delete("stock.move", [move_id])  # created, never done: undo it
         return Effect(applied=False)
+
+
+async def _marked_move(
+    source: TrytonConnector, data: AdjustInventoryInput, marked: str
+) -> int | None:
+    """The move bearing the action's note. Tryton searches notes only by their records, so
+    the candidates are the item's latest adjustments in that warehouse."""
+    warehouse = await _warehouse(source, data.location)
+    product = await read_one(source, "product.product", [("code", "=", data.sku)], ["id"])
+    if warehouse is None or product is None:
+        return None
+    lost = warehouse["lost_found"]
+    moves = await source.rpc.search(
+        "stock.move",
+        [
+            ("product", "=", product["id"]),
+            ["OR", ("from_location", "=", lost), ("to_location", "=", lost)],
+        ],
+        limit=_CANDIDATES,
+        order=[("id", "DESC")],
+    )
+    if not moves:
+        return None
+    resources = [f"stock.move,{move}" for move in moves]
+    note = await read_one(
+        source, "ir.note", [("resource", "in", resources), ("message", "=", marked)], ["resource"]
+    )
+    return None if note is None else int(str(note["resource"]).partition(",")[2])
 
 
 async def _warehouse(source: TrytonConnector, code: str) -> dict[str, Any] | None:
