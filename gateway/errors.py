@@ -19,6 +19,7 @@ Connector failures are `sources.errors.SourceError`; the read path turns them in
 
 from __future__ import annotations
 
+from gateway.telemetry import current_trace_id
 from sources.errors import SourceError
 
 
@@ -102,14 +103,20 @@ class SourceFailed(GatehouseError):
     status = 502
 
     def __init__(self, error: SourceError) -> None:
-        super().__init__(str(error))
+        # The detail (hosts, tables, the driver's words) is logged where the call failed.
+        super().__init__(error.public)
         self.source = error.source
         self.code = error.code
         self.field = getattr(error, "field", None)
+        self.trace_id = current_trace_id()
 
     def extensions(self) -> dict[str, object]:
-        """The code, the failing source and, for bad data, the field."""
-        extensions: dict[str, object] = {"code": self.code, "source": self.source}
+        """The code, the failing source, the trace id and, for bad data, the field."""
+        extensions: dict[str, object] = {
+            "code": self.code,
+            "source": self.source,
+            "traceId": self.trace_id,
+        }
         if self.field:
             extensions["field"] = self.field
         return extensions

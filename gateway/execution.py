@@ -84,7 +84,7 @@ class Execution:
             return _failed(action, error)
         except TimeoutError:
             return _failed(
-                action, SourceTimeout(connector.name, "the action did not finish in time")
+                action, _ActionTimedOut(connector.name, "the action did not finish in time")
             )
         except Exception as exc:  # an estate's implementation broke: FAILED, said, not raised
             log.error(
@@ -92,7 +92,7 @@ class Execution:
                 extra={"action_id": action.id, "kind": kind.kind, "error_type": type(exc).__name__},
             )
             return _failed(
-                action, SourceError(connector.name, "the action's implementation failed")
+                action, _ImplementationFailed(connector.name, "the action's implementation failed")
             )
 
     async def _steps(
@@ -175,15 +175,37 @@ async def _bounded(call: Any, source: Any) -> Any:
         return await call
 
 
+class _ImplementationFailed(SourceError):
+    """The gateway's own words on an implementation that broke: no infrastructure in them."""
+
+    public_detail = True
+
+
+class _ActionTimedOut(SourceTimeout):
+    """The gateway's own words on an implementation that did not finish in time."""
+
+    public_detail = True
+
+
 def _failed(action: Action, error: SourceError) -> Found:
+    # The caller and the stored action get what failed; the log gets why (redacted).
+    log.warning(
+        "write failed at its source",
+        extra={
+            "action_id": action.id,
+            "source": error.source,
+            "code": error.code,
+            "detail": error.detail,
+        },
+    )
     return Found(
-        action, Status.FAILED, error=str(error), errors=[WriteError(error.code, str(error))]
+        action, Status.FAILED, error=error.public, errors=[WriteError(error.code, error.public)]
     )
 
 
 def _malformed(source: Any, step: str, value: object) -> SourceError:
     log.warning("action implementation returned %s from %s", type(value).__name__, step)
-    return SourceError(
+    return _ImplementationFailed(
         getattr(source, "name", "source"), f"the action's {step} returned something malformed"
     )
 

@@ -43,5 +43,7 @@ async def _source(connector: Connector) -> dict[str, Any]:
         async with asyncio.timeout(CHECK_TIMEOUT):
             await connector.ping()
     except (SourceError, TimeoutError) as exc:
-        return {"ok": False, "kind": connector.kind, "error": str(exc)}
+        # Unauthenticated: what failed, never the detail (that is in the log).
+        error = exc.public if isinstance(exc, SourceError) else "did not answer in time"
+        return {"ok": False, "kind": connector.kind, "error": error}
     return {"ok": True, "kind": connector.kind}

@@ -127,7 +127,7 @@ class Reads:
         last_good = self._caches[entity].get(key)
         if last_good is None:
             return SourceFailed(error)
-        return self._entry(entity, last_good, cached=True, error=str(error))
+        return self._entry(entity, last_good, cached=True, error=error.public)
 
     async def page(
         self,

@@ -12,6 +12,7 @@ and it times out every call.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -26,6 +27,8 @@ from sources.errors import SourceError
 from sources.records import Record
 
 _tracer = trace.get_tracer("gatehouse.sources")
+# Under "gatehouse", so the gateway's JSON formatter (and its redaction) writes these lines.
+log = logging.getLogger("gatehouse.sources")
 
 Filters = Mapping[str, object]  # field (or "child.field") -> value, or a list of values (IN)
 
@@ -47,7 +50,8 @@ class SourceStats:
     errors: int = 0
     last_ok_at: datetime | None = None
     last_error_at: datetime | None = None
-    last_error: str | None = None
+    last_error: str | None = None  # what callers may be told (SourceError.public)
+    last_error_detail: str | None = None  # the infrastructure's own words: operators only
     seconds: float = 0.0
     by_operation: dict[str, int] = field(default_factory=dict)
 
@@ -71,8 +75,17 @@ class SourceStats:
             except SourceError as exc:
                 self.errors += 1
                 self.last_error_at = datetime.now(UTC)
-                self.last_error = str(exc)
+                self.last_error, self.last_error_detail = exc.public, str(exc)
                 span.set_status(Status(StatusCode.ERROR, exc.code))
+                log.warning(
+                    "source call failed",
+                    extra={
+                        "source": source,
+                        "operation": operation,
+                        "code": exc.code,
+                        "detail": exc.detail,
+                    },
+                )
                 raise
             except Exception as exc:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))

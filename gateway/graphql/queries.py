@@ -80,7 +80,9 @@ class SourceHealth:
     errors: int
     last_ok_at: datetime | None
     last_error_at: datetime | None
-    last_error: str | None
+    last_error: str | None = strawberry.field(
+        description="What failed; operators also see the system's own words (host, driver)."
+    )
 
 
 @strawberry.type
@@ -207,7 +209,9 @@ class Query:
         connectors = info.context.services.connectors
         if check:
             await asyncio.gather(*(_ping(c) for c in connectors.values()))
-        return [_health(connector) for connector in connectors.values()]
+        policy, principal = info.context.services.policy, info.context.principal
+        detailed = policy.decide(principal, "sources", "inspect").allowed
+        return [_health(connector, detailed=detailed) for connector in connectors.values()]
 
     @strawberry.field(description="Who you are authenticated as.")
     def me(self, info: Info) -> Me:
@@ -259,7 +263,7 @@ async def _ping(connector: Connector) -> None:
         await connector.ping()
 
 
-def _health(connector: Connector) -> SourceHealth:
+def _health(connector: Connector, *, detailed: bool) -> SourceHealth:
     stats = connector.stats
     status = {True: SourceStatus.UP, False: SourceStatus.DOWN, None: SourceStatus.UNKNOWN}
     return SourceHealth(
@@ -271,5 +275,5 @@ def _health(connector: Connector) -> SourceHealth:
         errors=stats.errors,
         last_ok_at=stats.last_ok_at,
         last_error_at=stats.last_error_at,
-        last_error=stats.last_error,
+        last_error=stats.last_error_detail if detailed else stats.last_error,
     )

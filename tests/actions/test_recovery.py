@@ -276,7 +276,7 @@ async def test_broken_implementation_fails_cleanly_and_key_stays_free(
     assert failed.status is Status.FAILED
     assert failed.action is not None
     assert failed.errors[0].code in ("SOURCE_ERROR", "SOURCE_TIMEOUT")
-    assert failed.errors[0].message.startswith("source 'erp':")
+    assert failed.errors[0].message.startswith("source 'erp'")
     assert "jane.doe" not in failed.errors[0].message  # the exception's text stays inside
     assert await erp_rows(governed_acme, name_of) == [before]  # nothing half-applied
     again = await asyncio.wait_for(

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from strawberry.types import ExecutionResult
 
 from gateway.app import start
 from gateway.config import GatewayConfig
 from gateway.services import Services
+from gateway.telemetry import configure_tracing
 from sources.demo import CrmProcess, build_estate, seed_crm
 from tests.factories import run_query, services_for, with_source
 from tests.sources.fake_http import Reply, fake_http
 from tests.sources.test_http import CUSTOMER_JSON
+
+
+@pytest.fixture(autouse=True)
+def tracing() -> None:
+    """Tracing on, as the app sets it up: an error's trace id is the response's."""
+    configure_tracing(otlp_endpoint=None)
 
 
 @pytest.fixture
@@ -52,7 +62,10 @@ async def test_crm_stopped_serves_cached_customer_stale_and_the_rest_answers(
     assert result.errors is not None
     (error,) = result.errors
     assert error.path == ["uncached"]
+    assert error.extensions is not None
+    assert error.extensions.pop("traceId") == result.extensions["traceId"]
     assert error.extensions == {"code": "SOURCE_UNAVAILABLE", "source": "crm"}
+    assert error.message == "source 'crm' is unavailable"
 
 
 @pytest.mark.parametrize(
@@ -81,5 +94,38 @@ async def test_malformed_source_data_is_an_error_naming_source_and_field(
     assert result.errors is not None
     (error,) = result.errors
     expected = {"code": code, "source": "crm", **({"field": field} if field else {})}
+    assert error.extensions is not None
+    assert re.fullmatch(r"[0-9a-f]{32}", error.extensions.pop("traceId"))
     assert error.extensions == expected
     assert "Traceback" not in error.message
+
+
+async def test_source_failure_detail_goes_to_the_log_and_to_operators_only(
+    config: GatewayConfig, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = config.entities["Order"].model_copy(update={"table": "no_such_table"})
+    config = config.model_copy(update={"entities": {**config.entities, "Order": broken}})
+    services = services_for(config, database_url)
+    await start(services)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gatehouse.sources"):
+            result = await run_query(services, '{ order(id: "SO-100001") { id } }')
+        sources = "{ sources { name lastError } }"
+        operator = await run_query(services, sources, principal="olivia")
+        compliance = await run_query(services, sources, principal="carla")
+    finally:
+        await services.close()
+    assert result.errors is not None
+    (error,) = result.errors
+    assert error.message == "source 'erp' is unavailable"
+    assert error.extensions is not None
+    assert error.extensions["traceId"] == result.extensions["traceId"]
+    assert "no such table" in " ".join(str(getattr(r, "detail", "")) for r in caplog.records)
+
+    def last_error(answer: ExecutionResult) -> str:
+        assert answer.data is not None
+        (erp,) = [s for s in answer.data["sources"] if s["name"] == "erp"]
+        return str(erp["lastError"])
+
+    assert "no such table" in last_error(operator)
+    assert last_error(compliance) == "source 'erp' is unavailable"
