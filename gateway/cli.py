@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -33,7 +33,8 @@ from gateway.checkpoints import (
 )
 from gateway.config import load_config
 from gateway.database import SchemaOutdated, create_engine, create_schema
-from gateway.demo import running_estate, write_keys_file
+from gateway.demo import Estate, running_estate, write_keys_file
+from gateway.demo.tryton import running_tryton_estate
 from gateway.errors import ConfigError, InvalidArgument, Unauthenticated
 from gateway.logs import configure_logging
 from gateway.mcp import run_stdio
@@ -60,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--state-dir", type=Path, default=Path(".gatehouse-demo"))
+    demo.add_argument(
+        "--estate",
+        choices=("demo", "tryton"),
+        default="demo",
+        help="demo: the SQL ERP and HTTP CRM; tryton: a Tryton ERP (seeded on first use)",
+    )
     demo.set_defaults(run=_demo)
 
     serve = commands.add_parser("serve", help="serve the gateway for a configuration file")
@@ -163,8 +170,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    with running_estate(args.state_dir) as estate:
-        database = (args.state_dir / "gatehouse.db").resolve()
+    with _running(args.estate, args.state_dir) as estate:
+        database = (estate.state_dir / "gatehouse.db").resolve()
         _set_aside_if_outdated(database)
         settings = Settings(
             host=args.host, port=args.port, database_url=f"sqlite+aiosqlite:///{database}"
@@ -173,7 +180,7 @@ def _demo(args: argparse.Namespace) -> int:
         app = create_app(settings, estate.config())
         keys_file = write_keys_file(estate, database_url=settings.database_url)
         base = f"http://{args.host}:{args.port}"
-        print(_banner(base, estate.crm.url, estate.erp_url, estate.keys, keys_file), flush=True)
+        print(_banner(base, estate.systems(), estate.keys, keys_file), flush=True)
         uvicorn.run(
             app,
             host=args.host,
@@ -205,7 +212,14 @@ def _set_aside_if_outdated(database: Path) -> None:
         print(f"{outdated}.\nThe demo moved it to {kept} and starts a new one.", flush=True)
 
 
-def _banner(base: str, crm: str, erp: str, keys: dict[str, str], keys_file: Path) -> str:
+def _running(name: str, state_dir: Path) -> AbstractContextManager[Estate, bool | None]:
+    if name == "tryton":
+        print("Starting Tryton (seeding it takes a minute or two the first time)...", flush=True)
+        return running_tryton_estate(state_dir / "tryton-estate")
+    return running_estate(state_dir)
+
+
+def _banner(base: str, systems: dict[str, str], keys: dict[str, str], keys_file: Path) -> str:
     width = max(len(name) for name in keys)
     lines = [
         "Gatehouse demo is running. Ctrl-C stops everything.",
@@ -214,8 +228,7 @@ def _banner(base: str, crm: str, erp: str, keys: dict[str, str], keys_file: Path
         f"  Console    {base}/console   (sign in with a human's key: olivia, finn, carla, sam)",
         f"  MCP        {base}/mcp       (streamable HTTP; or `gatehouse mcp` over stdio)",
         f"  Metrics    {base}/metrics   health: {base}/healthz, {base}/readyz",
-        f"  ERP        {erp}",
-        f"  CRM        {crm}",
+        *(f"  {name:<10} {where}" for name, where in systems.items()),
         "",
         "API keys (Authorization: Bearer <key>):",
         *(f"  {name:<{width}}  {key}" for name, key in keys.items()),

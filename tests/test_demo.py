@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 
 def free_port() -> int:
@@ -97,3 +98,45 @@ def _refused(url: str) -> bool:
     except httpx.ConnectError:
         return True
     return False
+
+
+@pytest.mark.postgres  # not PostgreSQL, but as slow: Tryton is seeded on first use
+def test_demo_tryton_estate_seeds_starts_tryton_answers_and_stops_it(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "gateway", "demo", "--estate", "tryton"]
+    command += ["--port", str(port), "--state-dir", str(tmp_path / "state")]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        try:
+            banner = read_banner(process, timeout=600)
+            key = re.search(r"^\s+olivia\s+(\S+)$", banner, re.MULTILINE)
+            tryton = re.search(r"Tryton\s+(http://127\.0\.0\.1:\d+)/", banner)
+            assert key, banner
+            assert tryton, banner
+            base = f"http://127.0.0.1:{port}"
+            wait_until_up(base)
+            query = (
+                '{ customer(id: "C-00001") { name email freshness { system } } '
+                'inventoryItem(sku: "SKU-1001") { name levels { location onHand } } }'
+            )
+            response = httpx.post(
+                f"{base}/graphql",
+                json={"query": query},
+                headers={"Authorization": f"Bearer {key.group(1)}"},
+                timeout=30,
+            )
+            data = response.json()["data"]
+            assert data["customer"] == {
+                "name": "Aurora Bakery",
+                "email": "orders@aurora-bakery.example",
+                "freshness": {"system": "erp"},
+            }
+            assert data["inventoryItem"]["levels"][0]["location"] == "WH"
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) in (0, 130)
+            assert _refused(tryton.group(1)), "Tryton outlived the demo"
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

@@ -1,7 +1,10 @@
-"""The demo estate and the gateway over it: what `gatehouse demo` starts, and what tests use.
+"""The demo estates and the gateway over them: what `gatehouse demo` starts, and what tests use.
 
-ERP   a SQL database (SQLite file by default), seeded with the order-to-cash estate
-CRM   an HTTP JSON service in its own process, on a free loopback port
+demo (default)
+  ERP   a SQL database (SQLite file by default), seeded with the order-to-cash estate
+  CRM   an HTTP JSON service in its own process, on a free loopback port
+tryton (gateway/demo/tryton.py)
+  ERP   Tryton serving a copy of a seeded SQLite database, in its own process
 keys  a fresh API key per demo principal, printed once; only hashes reach the config
 """
 
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from gateway.config import GatewayConfig, load_config
 from gateway.principals import hash_key
@@ -24,6 +28,37 @@ TRYTON_CONFIG_TEMPLATE = Path(__file__).with_name("tryton.toml")
 PRINCIPALS = ("olivia", "finn", "carla", "sam", "storefront", "restock-bot", "support-bot")
 
 
+class Estate(Protocol):
+    """A running estate `gatehouse demo` serves: its configuration and its systems."""
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """A fresh API key per demo principal."""
+        ...
+
+    @property
+    def state_dir(self) -> Path:
+        """Where it keeps its files."""
+        ...
+
+    @property
+    def template(self) -> Path:
+        """Its configuration file."""
+        ...
+
+    def environ(self) -> dict[str, str]:
+        """The GATEHOUSE_* variables its configuration refers to."""
+        ...
+
+    def config(self) -> GatewayConfig:
+        """Its configuration, expanded."""
+        ...
+
+    def systems(self) -> dict[str, str]:
+        """Where its systems of record answer, by name."""
+        ...
+
+
 @dataclass(frozen=True)
 class DemoEstate:
     """A running demo estate: where its systems are and the principals' keys."""
@@ -32,6 +67,11 @@ class DemoEstate:
     crm: CrmProcess
     keys: dict[str, str]
     state_dir: Path
+    template: Path = CONFIG_TEMPLATE
+
+    def systems(self) -> dict[str, str]:
+        """The ERP's database and the CRM's URL."""
+        return {"ERP": self.erp_url, "CRM": self.crm.url}
 
     def environ(self) -> dict[str, str]:
         """The GATEHOUSE_* variables the demo configuration refers to."""
@@ -77,7 +117,7 @@ def running_estate(state_dir: Path, *, erp_url: str | None = None) -> Iterator[D
         crm.stop()
 
 
-def write_keys_file(estate: DemoEstate, *, database_url: str) -> Path:
+def write_keys_file(estate: Estate, *, database_url: str) -> Path:
     """The demo keys as shell exports, and every GATEHOUSE_* setting of this demo, so other
     `gatehouse` commands (audit, policy) work against it; both readable by the owner only."""
     keys = estate.state_dir / "keys.env"
@@ -89,7 +129,7 @@ def write_keys_file(estate: DemoEstate, *, database_url: str) -> Path:
         },
     )
     settings = {
-        "GATEHOUSE_CONFIG": str(CONFIG_TEMPLATE),
+        "GATEHOUSE_CONFIG": str(estate.template),
         "GATEHOUSE_DATABASE_URL": database_url,
         **estate.environ(),
     }
