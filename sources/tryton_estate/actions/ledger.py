@@ -56,13 +56,14 @@ class RecordPayment(RecordPaymentContract):
         if data.currency != balance.data["currency"]:
             plan.problems.append(_currency_problem(balance.data["currency"], data.currency))
             return plan
+        invoices = await _open_invoices(source, data)
+        allocation = _allocation(data.amount, invoices)
         if data.amount > outstanding:
             plan.problems.append(_above(data.amount, outstanding, "outstanding"))
-        elif (allocation := await _allocation(source, data)) is None:
-            due = sum((i["amount_to_pay"] for i in await _open_invoices(source, data)), Decimal(0))
+        elif allocation is None:  # the receivable holds more than its invoices
+            due = sum((invoice["amount_to_pay"] for invoice in invoices), Decimal(0))
             plan.problems.append(_above(data.amount, due, "due on open invoices"))
-        else:
-            plan.context["allocation"] = allocation
+        plan.context["allocation"] = allocation
         if await _reference_used(source, data.reference):
             plan.problems.append(_reference_problem(data.reference))
         await _add_payment_method(source, plan)
@@ -135,13 +136,11 @@ async def _open_invoices(source: TrytonConnector, data: RecordPaymentInput) -> l
     return [invoice for invoice in invoices if invoice["amount_to_pay"] > 0]
 
 
-async def _allocation(
-    source: TrytonConnector, data: RecordPaymentInput
-) -> list[dict[str, Any]] | None:
-    """How much of the payment goes to which invoice, oldest first; None when they are
-    owed less than the amount."""
-    left, allocation = data.amount, []
-    for invoice in await _open_invoices(source, data):
+def _allocation(amount: Decimal, invoices: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """How much of `amount` goes to which invoice, oldest first; None when they are owed
+    less than it."""
+    left, allocation = amount, []
+    for invoice in invoices:
         if left <= 0:
             break
         paid = min(left, invoice["amount_to_pay"])
