@@ -9,6 +9,7 @@ password of its own, made once and kept in the state directory (mode 0600).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from gateway.config import GatewayConfig, load_config
 from gateway.demo import TRYTON_CONFIG_TEMPLATE, key_hashes, new_keys
+from gateway.errors import ConfigError
 from sources.tryton_estate.server import TrytonDatabase, TrytonServer, seeded_sqlite
 
 USER = "gatehouse"
@@ -57,6 +59,11 @@ class TrytonEstate:
 @contextmanager
 def running_tryton_estate(state_dir: Path) -> Iterator[TrytonEstate]:
     """Copy the seeded database (seeding it the first time), start Tryton, stop it on exit."""
+    if importlib.util.find_spec("trytond") is None:
+        raise ConfigError(
+            "Tryton is not installed in this environment: pip install -e '.[tryton]' "
+            "installs trytond and the modules the Tryton estate uses"
+        )
     state_dir.mkdir(parents=True, exist_ok=True)
     password = _password(state_dir / "tryton-password")
     seeded = seeded_sqlite(state_dir / "tryton-seed", password=password)
