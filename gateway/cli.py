@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+import dotenv
 import httpx
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -45,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one `gatehouse` subcommand; exit status 0 on success."""
     args = _parser().parse_args(argv)
     try:
+        if args.env_file is not None:
+            _load_env_file(args.env_file)
         return int(args.run(args))
     except ConfigError as exc:
         print(f"gatehouse: configuration error:\n{exc}", file=sys.stderr)
@@ -53,8 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _load_env_file(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"--env-file: no file at {path}")
+    dotenv.load_dotenv(path, override=False)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatehouse", description=__doc__)
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        help="read GATEHOUSE_* settings from this file first (`export NAME=value` lines, as "
+        "`gatehouse demo` writes .gatehouse-demo/gatehouse.env); the environment wins",
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="start the demo estate and the gateway over it")

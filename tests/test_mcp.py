@@ -273,3 +273,26 @@ async def _audit(server: LiveServer, estate: DemoEstate, action_id: str) -> list
             headers={"Authorization": f"Bearer {estate.keys['carla']}"},
         )
     return [edge["node"] for edge in response.json()["data"]["auditEvents"]["edges"]]
+
+
+async def test_stdio_with_env_file_needs_only_the_agents_key(
+    estate: DemoEstate, erp_copy: str, tmp_path: Path, repo_root: Path
+) -> None:
+    settings = {
+        **estate.environ(),
+        "GATEHOUSE_ERP_URL": erp_copy,
+        "GATEHOUSE_CONFIG": str(CONFIG_TEMPLATE),
+        "GATEHOUSE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}",
+    }
+    env_file = tmp_path / "gatehouse.env"  # as `gatehouse demo` writes it
+    env_file.write_text("".join(f"export {k}={v}\n" for k, v in settings.items()))
+    environ = {"GATEHOUSE_API_KEY": estate.keys["restock-bot"], "PYTHONPATH": str(repo_root)}
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "gateway", "--env-file", str(env_file), "mcp"],
+        env=environ,
+        cwd=str(tmp_path),
+    )
+    async with Client(params) as client:
+        names = await tool_names(client)
+    assert "adjust_inventory" in names
