@@ -16,31 +16,37 @@ from tests.factories import services_for
 from tests.tryton.conftest import PASSWORD, USER
 
 
-def tryton_environ(server: TrytonServer) -> dict[str, str]:
-    """The variables tryton.toml refers to, for `server`."""
+def tryton_environ(server: TrytonServer, url: str | None = None) -> dict[str, str]:
+    """The variables tryton.toml refers to, for `server` (reached at `url`, when given)."""
     return {
-        "GATEHOUSE_TRYTON_URL": server.url,
+        "GATEHOUSE_TRYTON_URL": url or server.url,
         "GATEHOUSE_TRYTON_DATABASE": server.database.name,
         "GATEHOUSE_TRYTON_USER": USER,
         "GATEHOUSE_TRYTON_PASSWORD": PASSWORD,
     }
 
 
-def tryton_config(server: TrytonServer, keys: dict[str, str] | None = None) -> GatewayConfig:
-    """tryton.toml expanded for `server`, the demo principals holding `keys` (new ones by
-    default)."""
+def tryton_config(
+    server: TrytonServer, keys: dict[str, str] | None = None, url: str | None = None
+) -> GatewayConfig:
+    """tryton.toml expanded for `server` (reached at `url`), the demo principals holding
+    `keys` (new ones by default)."""
     hashes = key_hashes(new_keys() if keys is None else keys)
-    return load_config(TRYTON_CONFIG_TEMPLATE, environ={**tryton_environ(server), **hashes})
+    environ = {**tryton_environ(server, url), **hashes}
+    return load_config(TRYTON_CONFIG_TEMPLATE, environ=environ)
 
 
 @contextlib.asynccontextmanager
 async def governed_tryton(
-    server: TrytonServer, database_url: str, monkeypatch: pytest.MonkeyPatch
+    server: TrytonServer,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    url: str | None = None,
 ) -> AsyncIterator[Services]:
-    """The gateway's services over the Tryton estate on `server`, started."""
-    for name, value in tryton_environ(server).items():
+    """The gateway's services over the Tryton estate on `server` (reached at `url`)."""
+    for name, value in tryton_environ(server, url).items():
         monkeypatch.setenv(name, value)  # the password is read from the environment
-    built = services_for(tryton_config(server), database_url)
+    built = services_for(tryton_config(server, url=url), database_url)
     await start(built)
     try:
         yield built

@@ -4,16 +4,19 @@ creating a sale and confirming it, recovery that finds each action's own effect 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request, Response
 
 from gateway.actions.store import Status
 from gateway.services import Services
 from sources.tryton_estate.actions.orders import PlaceOrder
 from sources.tryton_estate.actions.tryton import mark
 from sources.tryton_estate.server import TrytonServer
-from tests.factories import as_principal, left_in_flight, submit
+from tests.factories import as_principal, left_in_flight, live_server, submit
 from tests.tryton.conftest import ServerFactory
 from tests.tryton.estate import governed_tryton
 
@@ -114,3 +117,58 @@ async def test_tryton_down_during_recovery_in_doubt_then_recovered(
     assert in_doubt.status is Status.IN_DOUBT
     assert settled is not None
     assert settled.status is Status.APPLIED
+
+
+@dataclass
+class Hop:
+    """An HTTP hop in front of Tryton (as a load balancer is): it forwards every call, and
+    from the first call of `trip_on` on answers 503, as for a Tryton that died, until `back`."""
+
+    target: str
+    trip_on: str | None = None
+    down: bool = False
+
+    def back(self) -> None:
+        self.trip_on, self.down = None, False
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/{path:path}")
+        async def forward(path: str, request: Request) -> Response:
+            body = await request.body()
+            if self.trip_on is not None and self.trip_on.encode() in body:
+                self.down = True
+            if self.down:
+                return Response(status_code=503)
+            headers = {k: v for k, v in request.headers.items() if k in ("authorization", "content-type")}
+            async with httpx.AsyncClient(timeout=30) as client:
+                answer = await client.post(f"{self.target}/{path}", content=body, headers=headers)
+            return Response(answer.content, answer.status_code, media_type="application/json")
+
+        return app
+
+
+async def test_tryton_dies_between_create_and_confirm_draft_reported_then_cleared_by_retry(
+    server: TrytonServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hop = Hop(server.url, trip_on="model.sale.sale.quote")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}"
+    with live_server(hop.app()) as front:
+        async with governed_tryton(server, url, monkeypatch, url=front.url) as services:
+            failed = await submit(services, "order.place", PLACE)
+            assert failed.action is not None
+            hop.back()
+            drafts = await sales_marked(services, failed.action.id)
+            retried = await services.writes.retry(
+                failed.action.id, as_principal(services, "olivia")
+            )
+            placed = await sales_marked(services, failed.action.id)
+
+    assert failed.status is Status.FAILED, failed
+    assert failed.action.error is not None
+    assert "unconfirmed sale it created" in failed.action.error
+    assert f"gatehouse-{failed.action.id}" in failed.action.error
+    assert drafts == ["draft"]  # reported, and still there while Tryton was away
+    assert retried.status is Status.APPLIED, retried
+    assert placed in (["processing"], ["confirmed"])  # the draft cancelled and deleted first

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from sources.actions import Effect, Plan, Problem
-from sources.errors import SourceError
+from sources.errors import SourceError, SourceTimeout, SourceUnavailable
 from sources.ordertocash import (
     CancelOrderContract,
     CancelOrderInput,
@@ -67,13 +67,19 @@ class PlaceOrder(PlaceOrderContract):
     async def execute(
         self, data: PlaceOrderInput, plan: Plan, source: TrytonConnector, *, action_id: str
     ) -> dict[str, Any]:
+        # A retry of the same action finds what an earlier attempt left: placed (done), or
+        # a draft Tryton failed to confirm (discarded now, before placing it again).
+        earlier = await self.find_effect(data, source, action_id=action_id, based_on=None)
+        if earlier.applied and earlier.result is not None:
+            return earlier.result
         sale = await _sale_values(source, plan, mark(action_id))
         (sale_id,) = await obeying(source.rpc.create("sale.sale", [sale]))
         try:
             await obeying(source.rpc.execute("sale.sale", "quote", [sale_id]), "lines")
             await obeying(source.rpc.execute("sale.sale", "confirm", [sale_id]), "lines")
-        except Exception:
-            await _discard(source, sale_id)  # nothing half-placed stays behind
+        except Exception as failed:
+            if not await _discard(source, sale_id):  # nothing half-placed stays unreported
+                raise _left_behind(failed, sale_id, action_id) from failed
             raise
         return await _placed(source, sale_id)
 
@@ -208,10 +214,31 @@ async def _placed(source: TrytonConnector, sale_id: int) -> dict[str, Any]:
     return {"order_id": sale["number"], "status": sale["state"], "total": str(sale["total_amount"])}
 
 
-async def _discard(source: TrytonConnector, sale_id: int) -> None:
-    """Cancel and delete a sale the gateway created but did not confirm."""
+async def _discard(source: TrytonConnector, sale_id: int) -> bool:
+    """Cancel and delete a sale the gateway created but did not confirm; False when Tryton
+    could not be asked (a retry or recovery finds the sale by its mark and discards it)."""
     try:
         await source.rpc.execute("sale.sale", "cancel", [sale_id])
         await source.rpc.delete("sale.sale", [sale_id])
     except SourceError:
-        pass  # Tryton is down: recovery finds the sale by its mark and discards it then
+        return False
+    return True
+
+
+class SaleLeftBehind(SourceUnavailable):
+    """Tryton failed between creating a sale and confirming it, and could not be asked to
+    cancel it: the action says which sale is left, in words a caller may see."""
+
+    public_detail = True
+
+
+def _left_behind(failed: Exception, sale_id: int, action_id: str) -> Exception:
+    """The failure, saying which unconfirmed sale it left in Tryton and what clears it."""
+    if not isinstance(failed, SourceUnavailable | SourceTimeout):
+        return failed
+    return SaleLeftBehind(
+        failed.source,
+        f"Tryton failed before the sale was confirmed; the unconfirmed sale it created (id "
+        f"{sale_id}, reference {mark(action_id)}) could not be cancelled: retrying the action "
+        "cancels it first",
+    )
