@@ -141,7 +141,8 @@ class Hop:
                 self.down = True
             if self.down:
                 return Response(status_code=503)
-            headers = {k: v for k, v in request.headers.items() if k in ("authorization", "content-type")}
+            kept = ("authorization", "content-type")
+            headers = {k: v for k, v in request.headers.items() if k in kept}
             async with httpx.AsyncClient(timeout=30) as client:
                 answer = await client.post(f"{self.target}/{path}", content=body, headers=headers)
             return Response(answer.content, answer.status_code, media_type="application/json")
