@@ -14,12 +14,11 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncEngine
-from strawberry.fastapi import GraphQLRouter
-from strawberry.http.ides import get_graphql_ide_html
 
+from gateway import graphiql
 from gateway.access_log import AccessLog
 from gateway.actions.store import Action, Status, count_by_status
 from gateway.audit import AuditTrail
@@ -34,6 +33,7 @@ from gateway.database import create_engine, create_schema
 from gateway.errors import Unauthenticated
 from gateway.execution import Execution
 from gateway.graphql.context import Context
+from gateway.graphql.endpoint import GraphQLEndpoint
 from gateway.graphql.schema import build_schema
 from gateway.health import readiness
 from gateway.invalidation import Listener
@@ -45,6 +45,7 @@ from gateway.nesting import NestingLimit
 from gateway.outcomes import Outcomes
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator, Principal
+from gateway.rates import Rates
 from gateway.reads import Reads
 from gateway.recovery import Recovery
 from gateway.services import Services
@@ -95,6 +96,7 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         catalog=catalog,
         writes=writes,
         metrics=metrics,
+        rates=Rates(config.limits.rate),
         # A configured checkpoint directory without a usable signing key stops start-up here.
         checkpointer=checkpointer_from_settings(settings),
     )
@@ -244,9 +246,22 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
     )
 
     @app.get("/graphql", include_in_schema=False)
-    async def graphiql() -> HTMLResponse:
+    async def graphiql_page() -> HTMLResponse:
         # The IDE page itself needs no credential; its queries carry the caller's key.
-        return HTMLResponse(get_graphql_ide_html(graphql_ide="graphiql"))
+        if not config.graphql.graphiql:
+            raise HTTPException(404, "GraphiQL is off here ([graphql] graphiql)")
+        if graphiql.missing():
+            raise HTTPException(
+                503, "GraphiQL's assets are not installed: python -m gateway.graphiql"
+            )
+        return HTMLResponse(graphiql.page())
+
+    @app.get("/graphql/assets/{name:path}", include_in_schema=False)
+    async def graphiql_asset(name: str) -> FileResponse:
+        # Only the files the page names: the name is a key, never a path to resolve.
+        if not config.graphql.graphiql or name not in graphiql.assets():
+            raise HTTPException(404, "no such asset")
+        return FileResponse(graphiql.ASSETS / name)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -262,8 +277,8 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
         await refresh_gauges(services)
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    router: GraphQLRouter[Context, None] = GraphQLRouter(
-        build_schema(config.limits, action_kinds(config.actions)),
+    router = GraphQLEndpoint(
+        build_schema(config.limits, action_kinds(config.actions), config.graphql),
         context_getter=graphql_context,
         graphql_ide=None,
         allow_queries_via_get=False,

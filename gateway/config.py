@@ -14,7 +14,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from limits import parse_many
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from gateway.errors import ConfigError
 from sources.records import FieldType
@@ -206,6 +215,30 @@ class PolicyConfig(Strict):
     dir: Path = Path("policies")
 
 
+def _rate(value: object) -> str:
+    try:
+        parse_many(str(value))
+    except ValueError as exc:
+        raise ValueError(
+            f"'{value}' is not a rate like 600/minute or 10/second;300/minute"
+        ) from exc
+    return str(value)
+
+
+Rate = Annotated[str, AfterValidator(_rate)]
+
+
+class RateLimits(Strict):
+    """GraphQL operations (not HTTP requests) one principal may run, per principal kind.
+
+    A moving window; several limits separated by `;` all apply (a burst and a sustained rate).
+    """
+
+    human: Rate = "600/minute"
+    service: Rate = "6000/minute"
+    agent: Rate = "300/minute"
+
+
 class LimitsConfig(Strict):
     """Bounds on what one request may ask."""
 
@@ -217,6 +250,12 @@ class LimitsConfig(Strict):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # How deep a request's JSON (GraphQL variables, MCP arguments) may nest.
     max_json_depth: int = Field(default=64, ge=4)
+    # Aliases and lexical tokens in one document; both refused before anything runs.
+    max_aliases: int = Field(default=30, ge=0)
+    max_tokens: int = Field(default=5000, ge=100)
+    # Mutation fields one request (a document, or every operation of a batch) may run.
+    max_mutations: int = Field(default=1, ge=1)
+    rate: RateLimits = RateLimits()
 
 
 class WritesConfig(Strict):
@@ -227,6 +266,16 @@ class WritesConfig(Strict):
     # How long an in-flight action is held by the process working on it without a renewal;
     # after a crash, recovery takes it over once this has passed.
     lease: Seconds = Field(default=10.0, gt=0)
+
+
+class GraphQLConfig(Strict):
+    """What the GraphQL endpoint shows about itself: off unless the estate opts in."""
+
+    # Introspection (`__schema`, `__type`) and the "Did you mean ...?" suggestions in errors,
+    # which leak the schema just as introspection does.
+    introspection: bool = False
+    # The GraphiQL IDE on GET /graphql, its assets served by the gateway itself.
+    graphiql: bool = False
 
 
 class GatewayConfig(Strict):
@@ -240,6 +289,7 @@ class GatewayConfig(Strict):
     policy: PolicyConfig = PolicyConfig()
     limits: LimitsConfig = LimitsConfig()
     writes: WritesConfig = WritesConfig()
+    graphql: GraphQLConfig = GraphQLConfig()
     base_dir: Path = Path()
 
     @model_validator(mode="after")

@@ -5,7 +5,10 @@
     ├── Unauthenticated            UNAUTHENTICATED 401   no, or a wrong, credential
     ├── Forbidden                  FORBIDDEN       403   policy does not grant it
     ├── InvalidArgument            BAD_ARGUMENT    400   names the argument
-    ├── QueryRejected              QUERY_REJECTED  400   too deep, too costly, too many operations
+    ├── QueryRejected              QUERY_REJECTED  400   over a limit (depth, cost, aliases, tokens,
+    │                                                    mutations, operations); names the limit
+    ├── RateLimited                RATE_LIMITED    429   the principal's operations per window are
+    │                                                    spent; names the limit, says when to retry
     ├── IdempotencyKeyReused       IDEMPOTENCY_KEY_REUSED 422  a key sent again with another input
     ├── ActionError                (its own code)  409   a move on an existing action that cannot
     │                                                    be made: NOT_FOUND, ACTION_NOT_PENDING,
@@ -74,10 +77,37 @@ class InvalidArgument(GatehouseError):
 
 
 class QueryRejected(GatehouseError):
-    """The operation is refused before it runs (depth, cost, batch size)."""
+    """The operation is refused before it runs (depth, cost, batch size...)."""
 
     code = "QUERY_REJECTED"
     status = 400
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+    def extensions(self) -> dict[str, object]:
+        """The code and the limit's configuration key."""
+        return {"code": self.code, "limit": self.limit}
+
+
+class RateLimited(GatehouseError):
+    """The principal has run as many operations as its rate limit allows, for now."""
+
+    code = "RATE_LIMITED"
+    status = 429
+
+    def __init__(self, limit: str, rate: str, retry_after: int) -> None:
+        super().__init__(
+            f"rate limit {limit} ({rate}) reached: retry in {retry_after} s "
+            "(operations are counted, not HTTP requests)"
+        )
+        self.limit = limit
+        self.retry_after = retry_after
+
+    def extensions(self) -> dict[str, object]:
+        """The code, the limit's configuration key and the seconds to wait."""
+        return {"code": self.code, "limit": self.limit, "retryAfter": self.retry_after}
 
 
 class IdempotencyKeyReused(GatehouseError):

@@ -170,7 +170,8 @@ class Call:
     async def graphql(self, document: str, variables: Mapping[str, Any]) -> types.CallToolResult:
         """Run a read through the GraphQL read path, as this principal, on channel mcp."""
         context = Context(services=self.services, principal=self.principal, channel="mcp")
-        schema = build_schema(self.services.config.limits, self.services.catalog.kinds())
+        config = self.services.config
+        schema = build_schema(config.limits, self.services.catalog.kinds(), config.graphql)
         result = await schema.execute(
             document,
             variable_values=dict(variables),
@@ -691,6 +692,7 @@ def build_server(services: Callable[[], Services], principal_of: PrincipalOf) ->
         except ValidationError as exc:
             return tool_error(_argument_errors(exc))
         try:
+            current.rates.charge(principal)  # one tool call, one operation
             return await tool.run(Call(current, principal), args)
         except GatehouseError as exc:
             return tool_error(f"{exc.code}: {exc.message}")

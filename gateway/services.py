@@ -14,6 +14,7 @@ from gateway.config import Classification, GatewayConfig
 from gateway.metrics import Metrics
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator
+from gateway.rates import Rates
 from gateway.reads import Reads
 from gateway.settings import Settings
 from sources.connector import Connector
@@ -34,6 +35,7 @@ class Services:
     catalog: Catalog
     writes: Writes
     metrics: Metrics
+    rates: Rates
     checkpointer: Checkpointer | None = None  # signed checkpoints of the audit trail, if set
 
     def classification(self, entity: str, field: str) -> Classification:

@@ -116,7 +116,8 @@ async def run_query(
     """Execute a GraphQL document with a real context, as `principal`."""
     caller = services.authenticator.principal(principal)
     assert caller is not None, principal
-    schema = build_schema(services.config.limits, services.catalog.kinds())
+    config = services.config
+    schema = build_schema(config.limits, services.catalog.kinds(), config.graphql)
     context = Context(services=services, principal=caller)
     return await schema.execute(query, variable_values=variables, context_value=context)
 

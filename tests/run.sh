@@ -15,6 +15,8 @@ fi
 
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
+# GraphiQL's assets, served by the gateway itself (fetched with npm once).
+.venv/bin/python -m gateway.graphiql
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -10,8 +13,9 @@ import httpx
 import jwt
 import pytest
 
+from gateway import graphiql
 from gateway.app import create_app
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, GraphQLConfig
 from gateway.demo import DemoEstate
 from gateway.settings import Settings
 from tests.factories import LiveServer, live_server
@@ -147,15 +151,65 @@ def test_batch_over_twenty_operations_is_rejected_before_sources(
     assert _source_calls(server, olivia) == before
 
 
+def test_batch_of_five_mutations_runs_only_the_first(
+    server: LiveServer, olivia: dict[str, str]
+) -> None:
+    adjust = (
+        'mutation { adjustInventory(input: {sku: "SKU-0003", location: "WH-MAD", delta: 1, '
+        'reason: "cycle count"}, dryRun: true) { status } }'
+    )
+    response = post(server, [{"query": adjust}] * 5, olivia)
+    assert response.status_code == 200
+    first, *rest = response.json()
+    assert first["data"] == {"adjustInventory": {"status": "DRY_RUN"}}
+    for answer in rest:
+        assert answer["data"] is None
+        (error,) = answer["errors"]
+        assert error["extensions"] == {"code": "QUERY_REJECTED", "limit": "max_mutations"}
+        assert "max_mutations = 1" in error["message"]
+
+
 def _source_calls(server: LiveServer, headers: dict[str, str]) -> int:
     body = post(server, {"query": "{ sources { calls } }"}, headers).json()
     return sum(source["calls"] for source in body["data"]["sources"])
 
 
-def test_graphiql_page_is_served_on_get(server: LiveServer) -> None:
+def test_graphiql_page_is_served_on_get_with_its_assets_from_the_gateway(
+    server: LiveServer,
+) -> None:
+    if graphiql.missing():
+        graphiql.install()
     response = httpx.get(f"{server.url}/graphql", timeout=10)
     assert response.status_code == 200
     assert "graphiql" in response.text.lower()
+    assert "https://" not in response.text.replace("https://github.com", "")
+    urls = re.findall(
+        r'(?:src|href)="(/graphql/assets/[^"]+)"\s+integrity="([^"]+)"', response.text
+    )
+    assert len(urls) == len(graphiql.assets()) >= 5
+    for url, integrity in urls:
+        asset = httpx.get(f"{server.url}{url}", timeout=10)
+        assert asset.status_code == 200, url
+        algorithm, _, digest = integrity.partition("-")
+        assert base64.b64encode(hashlib.new(algorithm, asset.content).digest()).decode() == digest
+    assert httpx.get(f"{server.url}/graphql/assets/../app.py", timeout=10).status_code == 404
+
+
+def test_production_posture_no_graphiql_no_introspection(
+    estate: DemoEstate, olivia: dict[str, str], database_url: str
+) -> None:
+    config = estate.config().model_copy(update={"graphql": GraphQLConfig()})
+    with live_server(create_app(Settings(database_url=database_url), config)) as server:
+        page = httpx.get(f"{server.url}/graphql", timeout=10)
+        name = next(iter(graphiql.assets()))
+        asset = httpx.get(f"{server.url}/graphql/assets/{name}", timeout=10)
+        schema = post(server, {"query": "{ __schema { types { name } } }"}, olivia)
+        typo = post(server, {"query": '{ custmer(id: "C-00001") { id } }'}, olivia)
+    assert page.status_code == 404
+    assert "[graphql] graphiql" in page.text
+    assert asset.status_code == 404
+    assert schema.json()["errors"][0]["extensions"]["code"] == "INTROSPECTION_DISABLED"
+    assert "Did you mean" not in typo.text
 
 
 def test_healthz_is_ok(server: LiveServer) -> None:

@@ -33,6 +33,7 @@ class Context(BaseContext):
     )
     _grants: dict[tuple[str, str], bool] = field(default_factory=dict)
     classified_reads: set[str] = field(default_factory=set)  # "Entity.field" read by an agent
+    mutation_fields: int = 0  # run so far in this request: a batch shares one context
 
     def loader(self, entity: str, max_age: float | None) -> DataLoader[str, Entry | None]:
         """One batching loader per entity and maxAge, for this request."""

@@ -1,18 +1,25 @@
 """GraphQL-wide concerns, as Strawberry extensions rather than code in every resolver.
 
-QueryLimits      depth and cost budget, checked at validation: nothing runs over budget
+QueryLimits      depth, cost and aliases, checked at validation: nothing runs over budget;
+                 tokens, counted by the parser, which stops at the limit
+DocumentCache    parses each document text once
+MutationBudget   at most `max_mutations` mutation fields per request, batches included
+NoIntrospection  refuses `__schema` and `__type` where introspection is off
 ErrorCodes       every error gets `extensions.code`; anything not ours is masked
 MaskedPaths      lists, in `extensions.masked`, the paths masked by classification
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
+from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import (
     FieldNode,
     FragmentDefinitionNode,
@@ -21,11 +28,17 @@ from graphql import (
     InlineFragmentNode,
     IntValueNode,
     ListValueNode,
+    Node,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationRule,
+    get_operation_ast,
+    parse,
 )
-from strawberry.extensions import AddValidationRules, SchemaExtension
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
+from strawberry.extensions.max_aliases import count_fields_with_alias
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from gateway.audit import AuditEvent
 from gateway.config import LimitsConfig
@@ -35,33 +48,102 @@ from gateway.telemetry import current_trace_id, tracer
 log = logging.getLogger("gatehouse.graphql")
 
 _LIST_ARGUMENTS = ("first", "skus")
+# graphql-core's words when the parser stops at `max_tokens`.
+_TOKEN_LIMIT = re.compile(r"Document contains more than (\d+) tokens")
 
 
-def query_limits(limits: LimitsConfig) -> Callable[[], SchemaExtension]:
-    """A validation rule refusing operations deeper or costlier than the limits."""
+def query_limits(limits: LimitsConfig) -> list[Callable[[], SchemaExtension]]:
+    """Extensions refusing, before anything runs, documents over the limits: tokens while
+    parsing; depth, cost and aliases while validating; mutation fields per request."""
 
     class QueryLimits(ValidationRule):
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            fragments = {
-                d.name.value: d
-                for d in self.context.document.definitions
-                if isinstance(d, FragmentDefinitionNode)
-            }
+            fragments = _fragments(self.context.document.definitions)
             measure = _Measure(fragments, limits.max_page_size)
             depth, cost = measure.selection(node.selection_set, 0)
+            aliases = count_fields_with_alias(node, fragments)
             if depth > limits.max_depth:
-                self._reject(f"query depth {depth} exceeds the limit of {limits.max_depth}", node)
+                self._reject("max_depth", f"query depth {depth} exceeds", limits.max_depth, node)
             elif cost > limits.max_complexity:
                 self._reject(
-                    f"query cost {cost} exceeds the budget of {limits.max_complexity}; "
-                    "ask for smaller pages or fewer nested lists",
+                    "max_complexity",
+                    f"query cost {cost} exceeds (ask for smaller pages or fewer nested lists)",
+                    limits.max_complexity,
                     node,
                 )
+            elif aliases > limits.max_aliases:
+                self._reject("max_aliases", f"{aliases} aliases exceed", limits.max_aliases, node)
 
-        def _reject(self, message: str, node: OperationDefinitionNode) -> None:
-            self.report_error(GraphQLError(message, node, extensions={"code": "QUERY_REJECTED"}))
+        def _reject(self, limit: str, what: str, bound: int, node: OperationDefinitionNode) -> None:
+            self.report_error(rejected(limit, f"{what} the limit {limit} = {bound}", node))
 
-    return lambda: AddValidationRules([QueryLimits])
+    return [
+        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+        lambda: AddValidationRules([QueryLimits]),
+        mutation_budget(limits.max_mutations),
+    ]
+
+
+def rejected(limit: str, message: str, node: Node | None = None) -> GraphQLError:
+    """The error refusing an operation over a limit, naming the limit's configuration key."""
+    return GraphQLError(message, node, extensions={"code": "QUERY_REJECTED", "limit": limit})
+
+
+def _fragments(definitions: Iterable[Node]) -> dict[str, FragmentDefinitionNode]:
+    return {d.name.value: d for d in definitions if isinstance(d, FragmentDefinitionNode)}
+
+
+def mutation_budget(max_mutations: int) -> type[SchemaExtension]:
+    """Refuses a mutation operation whose fields, added to those the same request (a batch)
+    already ran, exceed `max_mutations`; the refused operation runs none of them."""
+
+    class MutationBudget(SchemaExtension):
+        def on_execute(self) -> Iterator[None]:
+            execution = self.execution_context
+            if execution.operation_type is OperationType.MUTATION:
+                context = execution.context
+                spent = context.mutation_fields + _mutation_fields(execution)
+                if spent > max_mutations:
+                    error = rejected(
+                        "max_mutations",
+                        f"{spent} mutation fields in one request exceed the limit "
+                        f"max_mutations = {max_mutations}; send each mutation on its own",
+                    )
+                    execution.result = GraphQLExecutionResult(data=None, errors=[error])
+                else:
+                    context.mutation_fields = spent
+            yield
+
+    return MutationBudget
+
+
+def _mutation_fields(execution: ExecutionContext) -> int:
+    document = execution.graphql_document
+    assert document is not None  # executing: parsed and valid
+    operation = get_operation_ast(document, execution.operation_name)
+    if operation is None:
+        return 0
+    measure = _Measure(_fragments(document.definitions), 1)
+    return sum(
+        1
+        for field, _ in measure.fields(operation.selection_set)
+        if not field.name.value.startswith("__")
+    )
+
+
+class NoIntrospection(ValidationRule):
+    """Refuses `__schema` and `__type` (`__typename` stays: clients need it)."""
+
+    def enter_field(self, node: FieldNode, *_: Any) -> None:
+        if node.name.value in ("__schema", "__type"):
+            self.report_error(
+                GraphQLError(
+                    f"introspection is off on this gateway ('{node.name.value}' refused; "
+                    "[graphql] introspection)",
+                    node,
+                    extensions={"code": "INTROSPECTION_DISABLED"},
+                )
+            )
 
 
 class _Measure:
@@ -76,26 +158,26 @@ class _Measure:
         if selection_set is None:
             return depth, 0
         deepest, cost = depth, 0
-        for field, nested in self._fields(selection_set):
+        for field, nested in self.fields(selection_set):
             multiplier = self._multiplier(field) if nested is not None else 1
             child_depth, child_cost = self.selection(nested, depth + 1)
             deepest = max(deepest, child_depth if nested is not None else depth + 1)
             cost += 1 + multiplier * child_cost
         return deepest, cost
 
-    def _fields(
+    def fields(
         self, selection_set: SelectionSetNode
     ) -> Iterator[tuple[FieldNode, SelectionSetNode | None]]:
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
                 yield selection, selection.selection_set
             elif isinstance(selection, InlineFragmentNode):
-                yield from self._fields(selection.selection_set)
+                yield from self.fields(selection.selection_set)
             elif isinstance(selection, FragmentSpreadNode):
                 fragment = self.fragments.get(selection.name.value)
                 if fragment is not None and selection.name.value not in self.seen:
                     self.seen.add(selection.name.value)  # a fragment cycle is its own error
-                    yield from self._fields(fragment.selection_set)
+                    yield from self.fields(fragment.selection_set)
                     self.seen.discard(selection.name.value)
 
     def _multiplier(self, field: FieldNode) -> int:
@@ -109,6 +191,41 @@ class _Measure:
                 return max(1, len(value.values))
             return self.max_page  # a variable: assume the largest page it could ask for
         return 1
+
+
+def document_cache(maxsize: int) -> type[SchemaExtension]:
+    """Parses each document text once (agents and apps send the same few over and over),
+    and gives a document that does not parse its code.
+
+    Raised from this hook, as from Strawberry's `ParserCache`, a syntax error reaches the
+    caller past `ErrorCodes`: it is coded here, GRAPHQL_PARSE_FAILED, or QUERY_REJECTED
+    naming `max_tokens` when the parser stopped at the limit.
+    """
+    parse_once = functools.lru_cache(maxsize=maxsize)(parse)
+
+    class DocumentCache(SchemaExtension):
+        def on_parse(self) -> Iterator[None]:
+            execution = self.execution_context
+            if execution.query:
+                try:
+                    execution.graphql_document = parse_once(
+                        execution.query, **execution.parse_options
+                    )
+                except GraphQLError as error:
+                    raise _parse_failure(error) from None
+            yield
+
+    return DocumentCache
+
+
+def _parse_failure(error: GraphQLError) -> GraphQLError:
+    message, extensions = error.message, {"code": "GRAPHQL_PARSE_FAILED"}
+    if tokens := _TOKEN_LIMIT.search(message):
+        message = f"the document has more than {tokens.group(1)} tokens, the limit max_tokens"
+        extensions = {"code": "QUERY_REJECTED", "limit": "max_tokens"}
+    return GraphQLError(
+        message, source=error.source, positions=error.positions, extensions=extensions
+    )
 
 
 class ErrorCodes(SchemaExtension):
