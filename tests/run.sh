@@ -13,6 +13,11 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# npm fetches GraphiQL's assets (checked against the hashes Strawberry's page pins).
+if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+fi
+
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
 # GraphiQL's assets, served by the gateway itself (fetched with npm once).
