@@ -64,6 +64,7 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         entities=config.entities,
         connectors=connectors,
         on_lookup=lambda entity, hit: metrics.cache.labels(entity, "hit" if hit else "miss").inc(),
+        read_retry={name: source.read_retry for name, source in config.sources.items()},
     )
     policy = Policy(
         config.policy_path("model"),

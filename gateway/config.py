@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -72,6 +73,19 @@ class FieldConfig(Strict):
     system: str | None = None  # defaults to the entity's source
     description: str = ""
     values: dict[str, str] = {}  # the system's value -> the contract's, where they differ
+    # The contract's promises about the data: a record that breaks one is a data error.
+    required: bool = False  # never null or absent
+    min: Decimal | None = None  # int and decimal fields: the least and greatest values
+    max: Decimal | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FieldConfig:
+        bounded = self.min is not None or self.max is not None
+        if bounded and self.type not in ("int", "decimal"):
+            raise ValueError("min and max bound int and decimal fields only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min must not be greater than max")
+        return self
 
 
 class ChildConfig(Strict):
@@ -139,6 +153,22 @@ class EntityConfig(Strict):
         return self.warn_after if self.cache_ttl is None else self.cache_ttl
 
 
+class BreakerConfig(Strict):
+    """When a failing source stops being called: after `failures` transport failures in a
+    row, calls fail fast for `reset`, then one probe decides."""
+
+    failures: int = Field(default=5, ge=1)
+    reset: Seconds = 30.0
+
+
+class ReadRetryConfig(Strict):
+    """How often a read is tried on a transport failure or timeout, with jittered backoff
+    growing from `backoff` (writes keep their own rules)."""
+
+    attempts: int = Field(default=3, ge=1, le=10)
+    backoff: Seconds = 0.1
+
+
 class SourceConfig(Strict):
     """A system of record and how to reach it."""
 
@@ -153,6 +183,8 @@ class SourceConfig(Strict):
     database: str | None = None
     user: str | None = None
     password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    breaker: BreakerConfig = BreakerConfig()
+    read_retry: ReadRetryConfig = ReadRetryConfig()
 
     @model_validator(mode="after")
     def _check(self) -> SourceConfig:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from gateway.config import ChildConfig, EntityConfig, FieldConfig, GatewayConfig, SourceConfig
 from gateway.errors import ConfigError
+from sources.breaker import Breaker
 from sources.connector import Connector
 from sources.http import HttpConnector, HttpEntity
 from sources.records import ChildMapping, FieldMapping
@@ -37,6 +38,7 @@ def _connector(
             name,
             rpc=_tryton_rpc(name, source, environ),
             entities=[_tryton_entity(e, cfg) for e, cfg in entities.items()],
+            breaker=_breaker(source),
         )
     if source.kind == "sql":
         return SqlConnector(
@@ -45,6 +47,7 @@ def _connector(
             timeout=source.timeout,
             schema=source.db_schema,
             entities=[_sql_entity(e, cfg, source.db_schema) for e, cfg in entities.items()],
+            breaker=_breaker(source),
         )
     return HttpConnector(
         name,
@@ -52,13 +55,25 @@ def _connector(
         timeout=source.timeout,
         headers=source.headers,
         entities=[_http_entity(e, cfg) for e, cfg in entities.items()],
+        breaker=_breaker(source),
     )
+
+
+def _breaker(source: SourceConfig) -> Breaker:
+    return Breaker(failures=source.breaker.failures, reset=source.breaker.reset)
 
 
 def _fields(fields: dict[str, FieldConfig]) -> tuple[FieldMapping, ...]:
     return tuple(
         FieldMapping(
-            name=name, at=f.at or name, type=f.type, scale=f.scale, values=tuple(f.values.items())
+            name=name,
+            at=f.at or name,
+            type=f.type,
+            scale=f.scale,
+            nullable=not f.required,
+            values=tuple(f.values.items()),
+            minimum=f.min,
+            maximum=f.max,
         )
         for name, f in fields.items()
     )

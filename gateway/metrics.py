@@ -2,7 +2,8 @@
 
 Request counts and latency by operation, cache hits and misses, write outcomes, pending
 approvals and cached records by freshness status are recorded as they happen or refreshed
-at scrape time; source calls and errors are read from each connector's own counters.
+at scrape time; source calls, errors and circuit breaker states are read from each
+connector's own counters.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sources.breaker import BreakerState
 from sources.connector import Connector
 
 
@@ -82,9 +84,23 @@ class _SourceCollector(Collector):
         up = GaugeMetricFamily(
             "gatehouse_source_up", "1 if the last call to the source succeeded.", labels=["source"]
         )
+        breaker = GaugeMetricFamily(
+            "gatehouse_source_breaker_state",
+            "1 for the state each source's circuit breaker is in (closed, open, half_open).",
+            labels=["source", "state"],
+        )
+        refused = CounterMetricFamily(
+            "gatehouse_source_refused_calls",
+            "Calls failed fast by a source's open breaker, never sent to it.",
+            labels=["source"],
+        )
         for name, connector in self._connectors().items():
             for operation, count in connector.stats.by_operation.items():
                 calls.add_metric([name, operation], count)
             errors.add_metric([name], connector.stats.errors)
             up.add_metric([name], 1.0 if connector.stats.healthy is not False else 0.0)
-        return [calls, errors, up]
+            state = connector.stats.breaker.state
+            for each in BreakerState:
+                breaker.add_metric([name, each.value], 1.0 if each is state else 0.0)
+            refused.add_metric([name], connector.stats.breaker.refused)
+        return [calls, errors, up, breaker, refused]

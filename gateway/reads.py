@@ -2,9 +2,14 @@
 
     get_many(entity, keys, max_age)
       1. cached entries young enough for max_age (or the entity's cache TTL) are served
-      2. the rest are read from the system of record in one round-trip, and cached
+      2. the rest are read from the system of record in one round-trip, and cached; a
+         transport failure or timeout is tried again (jittered backoff, a few attempts)
       3. if the system fails, each key's last good value is served STALE with the error;
-         a key with nothing cached gets SourceFailed, naming the source
+         a key with nothing cached gets SourceFailed, naming the source (while the source's
+         breaker is open, that is at once, without calling it)
+
+A record that breaks its contract (a required field missing, a number out of its range)
+fails the read with SOURCE_DATA_ERROR naming the field, and is never cached.
 
 Lists always go to the source (membership cannot be served from cache) and refresh the
 cache with every record they return.
@@ -12,21 +17,24 @@ cache with every record they return.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from cachetools import TTLCache
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from gateway.config import EntityConfig
+from gateway.config import EntityConfig, ReadRetryConfig
 from gateway.errors import InvalidArgument, SourceFailed
 from gateway.freshness import Freshness, FreshnessStatus, Sla
 from gateway.pagination import decode_cursor, encode_cursor
 from sources.connector import Connector, Filters
-from sources.errors import InvalidPosition, SourceError
+from sources.errors import InvalidPosition, SourceError, transient
 from sources.records import Record
 
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +71,11 @@ class Reads:
         connectors: Mapping[str, Connector],
         clock: Clock = lambda: datetime.now(UTC),
         on_lookup: Callable[[str, bool], None] = lambda entity, hit: None,
+        read_retry: Mapping[str, ReadRetryConfig] | None = None,
     ) -> None:
         self._entities = entities
         self._connectors = connectors
+        self._read_retry = read_retry or {}  # by source; the defaults where one is not named
         self._clock = clock
         self._on_lookup = on_lookup  # (entity, hit): for the cache metrics
         self._caches: dict[str, TTLCache[str, _Cached]] = {
@@ -112,7 +122,7 @@ class Reads:
         self, entity: str, keys: list[str]
     ) -> dict[str, Entry | SourceFailed | None]:
         try:
-            records = await self.connector(entity).read_many(entity, keys)
+            records = await self._retried(entity, lambda c: c.read_many(entity, keys))
         except SourceError as error:
             return {key: self._stand_in(entity, key, error) for key in keys}
         fetched_at = self._clock()
@@ -141,8 +151,11 @@ class Reads:
         """A page of entries read from the source; raises SourceFailed or InvalidArgument."""
         position = decode_cursor(entity, after)
         try:
-            page = await self.connector(entity).page(
-                entity, filters=filters, search=search, limit=first, after=position
+            page = await self._retried(
+                entity,
+                lambda c: c.page(
+                    entity, filters=filters, search=search, limit=first, after=position
+                ),
             )
         except InvalidPosition as exc:
             raise InvalidArgument("after", "not a cursor of this list") from exc
@@ -152,6 +165,21 @@ class Reads:
         entries = [self._remember(entity, record, fetched_at) for record in page.records]
         cursors = [encode_cursor(entity, position) for position in page.positions]
         return EntryPage(entries, cursors, page.has_more)
+
+    async def _retried(self, entity: str, read: Callable[[Connector], Awaitable[_T]]) -> _T:
+        """An idempotent read of the entity's source, tried again on transport failures."""
+        retry = self._read_retry.get(self._entities[entity].source, ReadRetryConfig())
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(retry.attempts),
+            wait=wait_random_exponential(multiplier=retry.backoff, max=retry.backoff * 16),
+            retry=retry_if_exception(transient),
+            reraise=True,
+        )
+        connector = self.connector(entity)
+        async for attempt in retrying:
+            with attempt:
+                return await read(connector)
+        raise AssertionError("unreachable: the last attempt's error is reraised")
 
     def cache_status(self, entity: str) -> dict[FreshnessStatus, int]:
         """How many cached records of an entity are FRESH, AGING or STALE now."""

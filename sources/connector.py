@@ -7,7 +7,8 @@
     unit()                            -> a write's unit of work (a transaction, for SQL)
 
 A connector is built once per system of record with the mappings of the entities it owns,
-and it times out every call.
+and it times out every call. Every round-trip passes through `SourceStats.call`, which counts
+it and guards it with the source's circuit breaker (sources/breaker.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from sources.breaker import Breaker
 from sources.errors import SourceError
 from sources.records import Record
 
@@ -54,10 +56,18 @@ class SourceStats:
     last_error_detail: str | None = None  # the infrastructure's own words: operators only
     seconds: float = 0.0
     by_operation: dict[str, int] = field(default_factory=dict)
+    breaker: Breaker = field(default_factory=Breaker)
 
     @asynccontextmanager
     async def call(self, operation: str, source: str = "") -> AsyncIterator[None]:
-        """Count and trace one round-trip to the system, and its outcome."""
+        """Count and trace one round-trip to the system, and its outcome; while the
+        source's breaker is open, raise SourceCircuitOpen without calling it."""
+        with self.breaker.guard(source):
+            async with self._counted(operation, source):
+                yield
+
+    @asynccontextmanager
+    async def _counted(self, operation: str, source: str) -> AsyncIterator[None]:
         self.calls += 1
         self.by_operation[operation] = self.by_operation.get(operation, 0) + 1
         started = time.perf_counter()

@@ -2,6 +2,7 @@
 
     SourceError                  a system of record did not give a usable answer
     ├── SourceUnavailable        could not connect, or the connection broke
+    │   └── SourceCircuitOpen    not tried: the source's breaker is open after failures
     ├── SourceTimeout            no answer within the call's timeout
     ├── SourceRejected           the system answered and refused (4xx, constraint)
     │   ├── SourceConflict       the record changed since the version a write was based on
@@ -47,6 +48,12 @@ class SourceUnavailable(SourceError):
     summary = "is unavailable"
 
 
+class SourceCircuitOpen(SourceUnavailable):
+    """Not tried: the source failed too often in a row and its breaker is open."""
+
+    summary = "is unavailable (circuit open)"
+
+
 class SourceTimeout(SourceError):
     """The source did not answer in time."""
 
@@ -88,6 +95,14 @@ class SourceDataError(SourceError):
     def __init__(self, source: str, message: str, *, field: str | None = None) -> None:
         super().__init__(source, message)
         self.field = field
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure worth trying again later: the system was not reached or did not answer in
+    time (not a refusal, not bad data, and not a call its open breaker never sent)."""
+    return isinstance(exc, SourceUnavailable | SourceTimeout) and not isinstance(
+        exc, SourceCircuitOpen
+    )
 
 
 class InvalidPosition(ValueError):

@@ -19,8 +19,9 @@ from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from sources.breaker import Breaker
 from sources.connector import Filters, Page, SourceStats
 from sources.errors import (
     InvalidPosition,
@@ -30,6 +31,7 @@ from sources.errors import (
     SourceRejected,
     SourceTimeout,
     SourceUnavailable,
+    transient,
 )
 from sources.records import ChildMapping, ConversionError, FieldMapping, Record, convert
 
@@ -72,12 +74,13 @@ class HttpConnector:
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         write_attempts: int = 3,
+        breaker: Breaker | None = None,
     ) -> None:
         self.name = name
         self.write_attempts = write_attempts
         self.url = url
         self.timeout = timeout
-        self.stats = SourceStats()
+        self.stats = SourceStats(breaker=breaker or Breaker())
         self._entities = {entity.name: entity for entity in entities}
         self.client = httpx.AsyncClient(
             base_url=url, timeout=timeout, headers=dict(headers or {}), transport=transport
@@ -171,7 +174,7 @@ class HttpConnector:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.write_attempts),
             wait=wait_exponential(multiplier=0.1, max=2.0),
-            retry=retry_if_exception_type((SourceUnavailable, SourceTimeout)),
+            retry=retry_if_exception(transient),  # an open breaker fails fast, unretried
             reraise=True,
         )
         async for attempt in retrying:

@@ -30,6 +30,8 @@ class FieldMapping:
     # the system's values and the contract's, where they differ (a Tryton sale's state
     # `processing` is an order `open`); a value not listed is a data error
     values: tuple[tuple[str, str], ...] = ()
+    minimum: Decimal | None = None  # int and decimal: values outside the range are data errors
+    maximum: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +79,20 @@ def convert(raw: Any, mapping: FieldMapping) -> Any:
         value = _CONVERTERS[mapping.type](raw, mapping)
     except (ValueError, TypeError, InvalidOperation, ArithmeticError) as exc:
         raise ConversionError(f"expected {mapping.type}, got {type(raw).__name__}") from exc
+    _check_range(value, mapping)
     if mapping.values:
         known = dict(mapping.values)
         if value not in known:
             raise ConversionError(f"unexpected value {value!r}")
         return known[value]
     return value
+
+
+def _check_range(value: Any, mapping: FieldMapping) -> None:
+    if mapping.minimum is not None and value < mapping.minimum:
+        raise ConversionError(f"{value} is below the contract's minimum {mapping.minimum}")
+    if mapping.maximum is not None and value > mapping.maximum:
+        raise ConversionError(f"{value} is above the contract's maximum {mapping.maximum}")
 
 
 def _to_str(raw: Any, _: FieldMapping) -> str:

@@ -46,6 +46,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import ColumnElement, TableClause, column, table
 
+from sources.breaker import Breaker
 from sources.connector import Filters, Page, SourceStats
 from sources.errors import (
     SourceDataError,
@@ -97,11 +98,12 @@ class SqlConnector:
         timeout: float = 5.0,
         schema: str | None = None,
         engine: AsyncEngine | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self.name = name
         self.timeout = timeout
         self.schema = schema
-        self.stats = SourceStats()
+        self.stats = SourceStats(breaker=breaker or Breaker())
         self._entities = {entity.name: entity for entity in entities}
         for entity in self._entities.values():
             if len(entity.children) > 1:

@@ -53,6 +53,23 @@ def test_demo_config_loads_with_every_field_contracted(environ: dict[str, str]) 
         ('source = "crm"', 'source = "salesforce"', "no source named 'salesforce'"),
         ('on_behalf_of = "olivia"', 'on_behalf_of = "storefront"', "not a human principal"),
         ('key = "sku"', 'key = "sku_code"', "'sku_code' is not one of this entity's fields"),
+        (
+            'breaker = { failures = 5, reset = "30s" }',
+            'breaker = { failures = 5, rest = "30s" }',
+            "sources.crm.breaker.rest: unknown key",
+        ),
+        ("breaker = { failures = 5,", "breaker = { failures = 0,", "sources.crm.breaker.failures"),
+        ("read_retry = { attempts = 3,", "read_retry = { attempts = 0,", "read_retry.attempts"),
+        (
+            'name = { classification = "public" }',
+            'name = { classification = "public", min = 0 }',
+            "min and max bound int and decimal fields only",
+        ),
+        (
+            'fields.on_hand = { type = "int", classification = "internal", min = 0 }',
+            'fields.on_hand = { type = "int", classification = "internal", min = 9, max = 1 }',
+            "entities.InventoryItem.children.levels.fields.on_hand: min must not be greater",
+        ),
     ],
 )
 def test_config_with_mistake_names_the_key(

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.app import create_app
+from gateway.config import BreakerConfig
 from gateway.demo import DemoEstate
 from gateway.logs import JsonFormatter
 from gateway.settings import Settings
@@ -165,6 +166,52 @@ def test_health_and_readiness_name_a_stopped_source(
     finally:
         own_crm.restart()
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+
+
+def test_metrics_show_a_stopped_source_breaker_open_stale_served_then_closed(
+    estate: DemoEstate, tmp_path: Path
+) -> None:
+    seed_crm(tmp_path / "crm.db", build_estate())
+    crm = CrmProcess.start(tmp_path / "crm.db")
+    breaker = BreakerConfig(failures=3, reset=3.0)
+    config = with_source(estate.config(), "crm", url=crm.url, timeout=1.0, breaker=breaker)
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}")
+    query = '{ customer(id: "C-00003", maxAge: 0) { name freshness { status error } } }'
+    key = estate.keys["olivia"]
+
+    def crm_metrics() -> dict[str, float]:
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        states = {
+            s: metric(text, "gatehouse_source_breaker_state", source="crm", state=s)
+            for s in ("closed", "open", "half_open")
+        }
+        calls = metric(text, "gatehouse_source_calls_total", source="crm", operation="read_many")
+        refused = metric(text, "gatehouse_source_refused_calls_total", source="crm")
+        return {**states, "calls": calls, "refused": refused}
+
+    with crm, live_server(create_app(settings, config)) as server:
+        assert graphql(server, key, query).json()["data"]["customer"]["name"]
+        before = crm_metrics()
+        crm.stop()
+        answers = [graphql(server, key, query).json()["data"]["customer"] for _ in range(20)]
+        down = crm_metrics()
+        crm.restart()
+        time.sleep(3.1)
+        probing = crm_metrics()
+        back = graphql(server, key, query).json()["data"]["customer"]
+        after = crm_metrics()
+
+    assert {"closed": 1, "open": 0, "half_open": 0}.items() <= before.items()
+    assert {a["freshness"]["status"] for a in answers} == {"STALE"}
+    assert answers[-1]["freshness"]["error"] == "source 'crm' is unavailable (circuit open)"
+    # The first read's 3 attempts open the breaker; the 19 reads after it are not sent.
+    assert down["calls"] - before["calls"] == 3
+    assert down["refused"] == 19
+    assert {"closed": 0, "open": 1, "half_open": 0}.items() <= down.items()
+    assert {"closed": 0, "open": 0, "half_open": 1}.items() <= probing.items()
+    assert back["freshness"] == {"status": "FRESH", "error": None}
+    assert {"closed": 1, "open": 0, "half_open": 0}.items() <= after.items()
+    assert after["calls"] - down["calls"] == 1
 
 
 def test_trace_id_is_in_the_response_and_the_audit_event(

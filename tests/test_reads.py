@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from gateway.config import GatewayConfig
+from gateway.config import BreakerConfig, GatewayConfig
 from gateway.connectors import build_connectors
+from gateway.demo import DemoEstate
 from gateway.errors import InvalidArgument, SourceFailed
 from gateway.freshness import FreshnessStatus
 from gateway.reads import Reads
+from sources.breaker import BreakerState
 from sources.connector import Connector
 from sources.demo import CrmProcess, build_estate, seed_crm
 from tests.factories import with_source
+from tests.sources.fake_http import Reply, fake_http
+from tests.sources.test_http import CUSTOMER_JSON
 
 
 class Clock:
@@ -159,3 +167,172 @@ async def test_page_with_foreign_cursor_is_a_bad_argument(reads: Reads) -> None:
     orders = await reads.page("Order", filters={}, first=1)
     with pytest.raises(InvalidArgument, match="after"):
         await reads.page("InventoryItem", filters={}, first=1, after=orders.cursors[0])
+
+
+# --- a failing source: the breaker, retries, and records that break their contract -----------
+
+
+def with_breaker(
+    config: GatewayConfig, source: str, *, failures: int, reset: float
+) -> GatewayConfig:
+    return with_source(config, source, breaker=BreakerConfig(failures=failures, reset=reset))
+
+
+async def test_get_source_down_breaker_opens_and_stale_is_served_without_calling(
+    config: GatewayConfig, own_crm: CrmProcess, clock: Clock
+) -> None:
+    config = with_source(config, "crm", url=own_crm.url, timeout=1.0)
+    connectors = build_connectors(with_breaker(config, "crm", failures=5, reset=60))
+    reads = Reads(entities=config.entities, connectors=connectors, clock=clock)
+    crm = connectors["crm"].stats
+    try:
+        assert await reads.get("Customer", "C-00001") is not None
+        own_crm.stop()
+        answers = [await reads.get("Customer", "C-00001", max_age=0) for _ in range(20)]
+        # 1 good call, then 5 failures in a row: 3 attempts of the first read, 2 of the second
+        # (whose third is refused); the other 18 reads fail fast without a round-trip to the
+        # CRM. Each of the 20 serves the last good value.
+        assert crm.calls == 1 + 5
+        assert crm.breaker.state is BreakerState.OPEN
+        assert crm.breaker.refused == 1 + 18
+        assert all(a is not None and a.freshness.status(clock.now) for a in answers)
+        last = answers[-1]
+        assert last is not None
+        assert last.freshness.cached is True
+        assert last.freshness.error == "source 'crm' is unavailable (circuit open)"
+        with pytest.raises(SourceFailed) as failure:
+            await reads.get("Customer", "C-00002")
+        assert (failure.value.code, failure.value.source) == ("SOURCE_UNAVAILABLE", "crm")
+        assert crm.calls == 6
+    finally:
+        own_crm.stop()
+        for connector in connectors.values():
+            await connector.close()
+
+
+async def test_get_after_breaker_reset_probe_closes_it_once_the_source_is_back(
+    config: GatewayConfig, own_crm: CrmProcess
+) -> None:
+    config = with_source(config, "crm", url=own_crm.url, timeout=1.0)
+    connectors = build_connectors(with_breaker(config, "crm", failures=2, reset=0.5))
+    reads = Reads(entities=config.entities, connectors=connectors)
+    breaker = connectors["crm"].stats.breaker
+    try:
+        own_crm.stop()
+        with pytest.raises(SourceFailed):
+            await reads.get("Customer", "C-00001")
+        assert breaker.state is BreakerState.OPEN
+        await asyncio.sleep(0.6)
+        assert breaker.state is BreakerState.HALF_OPEN
+        with pytest.raises(SourceFailed):  # the probe fails: open again, for another 0.5s
+            await reads.get("Customer", "C-00001")
+        assert breaker.state is BreakerState.OPEN
+        with pytest.raises(SourceFailed, match="circuit open"):
+            await reads.get("Customer", "C-00001")
+        own_crm.restart()
+        await asyncio.sleep(0.6)  # past the reset, however long the restart took
+        entry = await reads.get("Customer", "C-00001")
+        assert entry is not None
+        assert entry.freshness.cached is False
+        assert breaker.state is BreakerState.CLOSED
+    finally:
+        own_crm.stop()
+        for connector in connectors.values():
+            await connector.close()
+
+
+async def test_get_transport_failure_once_is_retried_and_answered(config: GatewayConfig) -> None:
+    customer = {"data": [CUSTOMER_JSON]}
+    with fake_http(Reply(status=503), Reply(body=customer)) as url:
+        config = with_source(config, "crm", url=url)
+        connectors = build_connectors(config)
+        reads = Reads(entities=config.entities, connectors=connectors)
+        try:
+            entry = await reads.get("Customer", "C-00001")
+        finally:
+            await connectors["crm"].close()
+    assert entry is not None
+    assert entry.record.data["name"] == CUSTOMER_JSON["name"]
+    assert entry.freshness.error is None
+    assert (connectors["crm"].stats.calls, connectors["crm"].stats.errors) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        (Reply(status=400), "SOURCE_REJECTED"),
+        (Reply(body={"data": [CUSTOMER_JSON | {"updated_at": 42}]}), "SOURCE_DATA_ERROR"),
+    ],
+)
+async def test_get_refusal_or_bad_data_is_not_retried(
+    config: GatewayConfig, reply: Reply, code: str
+) -> None:
+    with fake_http(reply) as url:
+        config = with_source(config, "crm", url=url)
+        connectors = build_connectors(config)
+        reads = Reads(entities=config.entities, connectors=connectors)
+        try:
+            with pytest.raises(SourceFailed) as failure:
+                await reads.get("Customer", "C-00001")
+        finally:
+            await connectors["crm"].close()
+    assert failure.value.code == code
+    assert connectors["crm"].stats.calls == 1
+    assert connectors["crm"].stats.breaker.state is BreakerState.CLOSED
+
+
+@pytest.fixture
+def erp_copy(estate: DemoEstate, tmp_path: Path) -> Path:
+    """A copy of the demo ERP's SQLite file, for a test to corrupt."""
+    path = tmp_path / "erp.db"
+    shutil.copy(estate.erp_url.split("///", 1)[1], path)
+    return path
+
+
+def set_on_hand(erp: Path, sku: str, on_hand: int) -> None:
+    """Write a stock level as a system without the demo ERP's CHECK constraint could hold it."""
+    with contextlib.closing(sqlite3.connect(erp)) as db, db:
+        db.execute("PRAGMA ignore_check_constraints = ON")
+        db.execute("UPDATE stock_levels SET on_hand = ? WHERE sku = ?", (on_hand, sku))
+
+
+async def test_get_stock_below_contract_minimum_is_data_error_naming_field_and_not_cached(
+    config: GatewayConfig, erp_copy: Path, clock: Clock
+) -> None:
+    config = with_source(config, "erp", url=f"sqlite+aiosqlite:///{erp_copy}")
+    connectors = build_connectors(config)
+    reads = Reads(entities=config.entities, connectors=connectors, clock=clock)
+    try:
+        set_on_hand(erp_copy, "SKU-0001", -5)
+        with pytest.raises(SourceFailed) as failure:
+            await reads.get("InventoryItem", "SKU-0001")
+        assert failure.value.code == "SOURCE_DATA_ERROR"
+        assert failure.value.field == "InventoryItem.levels.on_hand"
+        assert sum(reads.cache_status("InventoryItem").values()) == 0
+        assert connectors["erp"].stats.breaker.state is BreakerState.CLOSED
+
+        set_on_hand(erp_copy, "SKU-0001", 5)
+        entry = await reads.get("InventoryItem", "SKU-0001")
+        assert entry is not None
+        assert entry.freshness.cached is False
+        assert {level["on_hand"] for level in entry.record.data["levels"]} == {5}
+    finally:
+        for connector in connectors.values():
+            await connector.close()
+
+
+async def test_get_record_without_required_key_is_data_error_naming_field(
+    config: GatewayConfig,
+) -> None:
+    keyless = {key: value for key, value in CUSTOMER_JSON.items() if key != "id"}
+    with fake_http(Reply(body={"data": [keyless]})) as url:
+        config = with_source(config, "crm", url=url)
+        connectors = build_connectors(config)
+        reads = Reads(entities=config.entities, connectors=connectors)
+        try:
+            with pytest.raises(SourceFailed) as failure:
+                await reads.get("Customer", "C-00001")
+        finally:
+            await connectors["crm"].close()
+    assert (failure.value.code, failure.value.field) == ("SOURCE_DATA_ERROR", "Customer.id")
+    assert sum(reads.cache_status("Customer").values()) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime
+from decimal import Decimal
 from enum import Enum
 from typing import Annotated
 
@@ -22,10 +23,16 @@ from gateway.graphql.entities import (
 from gateway.graphql.types import Connection, OrderStatus, connection
 from gateway.pagination import page_size
 from gateway.reads import check_max_age
+from sources.breaker import BreakerState
 from sources.connector import Connector
 from sources.errors import SourceError
 
 strawberry.enum(Classification)
+strawberry.enum(
+    BreakerState,
+    description="A source's circuit breaker: CLOSED calls it, OPEN fails fast without calling "
+    "it (reads serve their last good values), HALF_OPEN lets the next call probe it.",
+)
 
 First = Annotated[
     int | None, strawberry.argument(description="Page size, 1 to the gateway's maximum.")
@@ -43,6 +50,9 @@ class FieldContract:
     classification: Classification
     type: str
     description: str
+    required: bool = strawberry.field(description="A record without it is a data error.")
+    min: Decimal | None = strawberry.field(description="The least value a record may hold.")
+    max: Decimal | None = strawberry.field(description="The greatest value a record may hold.")
 
 
 @strawberry.type
@@ -82,6 +92,10 @@ class SourceHealth:
     last_error_at: datetime | None
     last_error: str | None = strawberry.field(
         description="What failed; operators also see the system's own words (host, driver)."
+    )
+    breaker: BreakerState
+    refused_calls: int = strawberry.field(
+        description="Calls failed fast by the open breaker, never sent to the system."
     )
 
 
@@ -235,6 +249,9 @@ def _contract(name: str, cfg: EntityConfig) -> EntityContract:
             classification=f.classification,
             type=f.type,
             description=f.description,
+            required=f.required,
+            min=f.min,
+            max=f.max,
         )
         for field_name, f in [
             *cfg.fields.items(),
@@ -276,4 +293,6 @@ def _health(connector: Connector, *, detailed: bool) -> SourceHealth:
         last_ok_at=stats.last_ok_at,
         last_error_at=stats.last_error_at,
         last_error=stats.last_error_detail if detailed else stats.last_error,
+        breaker=stats.breaker.state,
+        refused_calls=stats.breaker.refused,
     )

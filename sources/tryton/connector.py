@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sources.breaker import Breaker
 from sources.connector import Filters, Page, SourceStats
 from sources.errors import SourceDataError
 from sources.records import ChildMapping, ConversionError, FieldMapping, Record, convert
@@ -64,11 +65,18 @@ class TrytonConnector:
 
     kind = "tryton"
 
-    def __init__(self, name: str, *, rpc: TrytonRpc, entities: Iterable[TrytonEntity]) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        rpc: TrytonRpc,
+        entities: Iterable[TrytonEntity],
+        breaker: Breaker | None = None,
+    ) -> None:
         self.name = name
         self.rpc = rpc
         self.timeout = rpc.timeout
-        self.stats = SourceStats()
+        self.stats = SourceStats(breaker=breaker or Breaker())
         self._entities = {entity.name: entity for entity in entities}
         self._warehouses: list[dict[str, Any]] | None = None
         self._company: dict[str, Any] | None = None

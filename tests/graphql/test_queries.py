@@ -250,6 +250,21 @@ async def test_contracts_say_system_owner_sla_and_classification(services: Servi
     assert fields["contacts.email"]["classification"] == "PII"
 
 
+async def test_contracts_say_which_fields_are_required_and_their_range(services: Services) -> None:
+    result = await run_query(services, "{ contracts { entity fields { name required min max } } }")
+    assert result.errors is None
+    contracts = {c["entity"]: c for c in result.data["contracts"]}
+    fields = {f["name"]: f for f in contracts["InventoryItem"]["fields"]}
+    assert fields["sku"] == {"name": "sku", "required": True, "min": None, "max": None}
+    assert fields["levels.on_hand"] == {
+        "name": "levels.on_hand",
+        "required": False,
+        "min": "0",
+        "max": None,
+    }
+    assert fields["levels.available"]["min"] is None
+
+
 async def test_sources_report_health_and_me_says_who(services: Services) -> None:
     result = await run_query(
         services,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ import pytest
 from strawberry.types import ExecutionResult
 
 from gateway.app import start
-from gateway.config import GatewayConfig
+from gateway.config import BreakerConfig, GatewayConfig
 from gateway.services import Services
 from gateway.telemetry import configure_tracing
 from sources.demo import CrmProcess, build_estate, seed_crm
@@ -65,7 +66,8 @@ async def test_crm_stopped_serves_cached_customer_stale_and_the_rest_answers(
     assert error.extensions is not None
     assert error.extensions.pop("traceId") == result.extensions["traceId"]
     assert error.extensions == {"code": "SOURCE_UNAVAILABLE", "source": "crm"}
-    assert error.message == "source 'crm' is unavailable"
+    # The stale read's three attempts and this one's two open the CRM's breaker (5 failures).
+    assert re.fullmatch(r"source 'crm' is unavailable( \(circuit open\))?", error.message)
 
 
 @pytest.mark.parametrize(
@@ -129,3 +131,40 @@ async def test_source_failure_detail_goes_to_the_log_and_to_operators_only(
 
     assert "no such table" in last_error(operator)
     assert last_error(compliance) == "source 'erp' is unavailable"
+
+
+async def test_sources_show_the_crm_breaker_open_after_failures_then_closed(
+    config: GatewayConfig, database_url: str, tmp_path: Path
+) -> None:
+    seed_crm(tmp_path / "crm.db", build_estate())
+    crm = CrmProcess.start(tmp_path / "crm.db")
+    breaker = BreakerConfig(failures=2, reset=0.5)
+    config = with_source(config, "crm", url=crm.url, timeout=1.0, breaker=breaker)
+    services = services_for(config, database_url)
+    await start(services)
+    sources = "{ sources { name breaker refusedCalls } }"
+    try:
+        closed = await run_query(services, sources)
+        crm.stop()
+        for _ in range(3):
+            await run_query(services, '{ customer(id: "C-00001") { name } }')
+        opened = await run_query(services, sources)
+        crm.restart()
+        await asyncio.sleep(0.6)
+        probing = await run_query(services, sources)
+        await run_query(services, '{ customer(id: "C-00001") { name } }')
+        recovered = await run_query(services, sources)
+    finally:
+        crm.stop()
+        await services.close()
+
+    def crm_breaker(answer: ExecutionResult) -> dict[str, object]:
+        assert answer.data is not None
+        (found,) = [s for s in answer.data["sources"] if s["name"] == "crm"]
+        return {key: found[key] for key in ("breaker", "refusedCalls")}
+
+    assert crm_breaker(closed) == {"breaker": "CLOSED", "refusedCalls": 0}
+    # the first read's third attempt and the two reads after it were refused
+    assert crm_breaker(opened) == {"breaker": "OPEN", "refusedCalls": 3}
+    assert crm_breaker(probing) == {"breaker": "HALF_OPEN", "refusedCalls": 3}
+    assert crm_breaker(recovered) == {"breaker": "CLOSED", "refusedCalls": 3}

@@ -1,4 +1,4 @@
-"""A real HTTP server on loopback that gives one canned answer: malformed, failing or slow.
+"""A real HTTP server on loopback that gives canned answers: malformed, failing or slow.
 
 Only for what the real CRM never does; everything else is tested against the CRM process.
 """
@@ -30,10 +30,16 @@ class Reply:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, replies: tuple[Reply, ...]) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.reply = reply
+        self.replies = list(replies)
+        self.lock = threading.Lock()
         self.stopping = threading.Event()
+
+    def next_reply(self) -> Reply:
+        """The replies in order, the last one for good."""
+        with self.lock:
+            return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up on a slow answer closes its end: expected, not worth a traceback.
@@ -44,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
-        reply = self.server.reply
+        reply = self.server.next_reply()
         if reply.delay and self.server.stopping.wait(reply.delay):
             return
         content = reply.content()
@@ -59,9 +65,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def fake_http(reply: Reply) -> Iterator[str]:
-    """Serve `reply` on a free loopback port for the block; yield the base URL."""
-    server = _Server(reply)
+def fake_http(*replies: Reply) -> Iterator[str]:
+    """Serve `replies` in turn (the last one from then on) on a free loopback port for the
+    block; yield the base URL."""
+    server = _Server(replies)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
