@@ -78,7 +78,13 @@ from sources.actions import Plan
 from sources.ordertocash import OrderLineInput
 from sources.tryton.connector import COMPANY, WAREHOUSE, TrytonConnector, _paths
 from sources.tryton.rpc import TrytonRpc
-from sources.tryton_estate.actions.orders import _PLACED, _placed, _product, _sale_values
+from sources.tryton_estate.actions.orders import (
+    _PLACED,
+    _placed,
+    _priced,
+    _product,
+    _sale_values,
+)
 from sources.tryton_estate.actions.tryton import read_one
 from sources.tryton_estate.server import (
     TrytonServer,
@@ -264,10 +270,10 @@ async def direct_order(rpc: TrytonRpc) -> Call:
     plan = Plan(None, None, None, None)
     party = await read_one(source, "party.party", [("code", "=", ORDER_CUSTOMER)], ["addresses"])
     line = OrderLineInput(sku=ORDER_SKU, quantity=1)
-    product = await _product(source, line, "lines.0", plan)
+    product = await _product(source, line.sku)
     if party is None or product is None:
-        raise RuntimeError(f"the Tryton estate lacks {ORDER}: {plan.problems}")
-    plan.context = {"party": party, "lines": [{**product, "quantity": line.quantity}]}
+        raise RuntimeError(f"the Tryton estate lacks {ORDER}")
+    plan.context = {"party": party, "lines": [{**_priced(line, product), "quantity": 1}]}
     references = (f"bench-{uuid.uuid4().hex[:8]}-{n}" for n in itertools.count())
 
     async def call() -> None:
