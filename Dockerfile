@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY . /app
-RUN pip install --no-cache-dir -e . \
+RUN pip install --no-cache-dir -c constraints.txt -e . \
     && useradd --system --uid 10001 --home-dir /app gatehouse \
     && mkdir /data && chown gatehouse /data
 USER gatehouse

@@ -19,7 +19,7 @@ if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-ge
 fi
 
 python3 -m venv .venv
-.venv/bin/pip install -q -e '.[test]'
+.venv/bin/pip install -q -c constraints.txt -e '.[test]'
 # GraphiQL's assets, served by the gateway itself (fetched with npm once).
 .venv/bin/python -m gateway.graphiql
 .venv/bin/ruff check .

@@ -66,3 +66,26 @@ def test_image_database_on_a_volume_its_user_owns(repo_root: Path) -> None:
     directory = url.group(1)
     assert f"VOLUME {directory}" in dockerfile
     assert f"chown gatehouse {directory}" in dockerfile
+
+
+def test_every_install_takes_the_tested_versions(repo_root: Path) -> None:
+    pinned = {
+        Requirement(line).name.lower().replace("_", "-")
+        for line in (repo_root / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert _declared(repo_root, "tryton", "test") - {"gatehouse"} <= pinned
+    for path in ("README.md", "Dockerfile", "tests/run.sh"):
+        installs = re.findall(r"pip install[^\n]*", (repo_root / path).read_text())
+        assert installs, path
+        assert all("-c constraints.txt" in line for line in installs), (path, installs)
+
+
+def test_runtime_dependencies_have_compatible_ranges(repo_root: Path) -> None:
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    unbounded = [
+        r
+        for r in project["dependencies"]
+        if not any(s.operator == "<" for s in Requirement(r).specifier)
+    ]
+    assert not unbounded, unbounded
