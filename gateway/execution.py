@@ -78,7 +78,7 @@ class Execution:
             return Found(action, Status.INVALID, validation=invalid.problems)
         except SourceConflict as error:
             message = f"{error}; current version {error.current_version}"
-            conflict = WriteError("CONFLICT", message, "expectedVersion")
+            conflict = WriteError("CONFLICT", message, "expectedVersion", error.current_version)
             return Found(action, Status.CONFLICT, error=message, errors=[conflict])
         except SourceError as error:
             return _failed(action, error)
@@ -219,6 +219,7 @@ def _conflict(action: Action, plan: Plan) -> WriteError | None:
         f"{action.target} changed since version {expected}; it is now at version "
         f"{plan.target_version}: read it again and decide on the current record",
         "expectedVersion",
+        plan.target_version,
     )
 
 

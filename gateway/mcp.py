@@ -2,8 +2,10 @@
 
     tools/list   the tools this agent's policy could ever allow (the rest are not listed)
     tools/call   reads   -> a fixed GraphQL document, run with the agent's context
-                 writes  -> pipeline.Writes.submit, channel "mcp"
-                 errors  -> tool errors whose text says what to do next
+                 writes  -> pipeline.Writes.submit, channel "mcp"; retry_action -> Writes.retry
+                 refusals -> tool errors whose structured content is one `WriteOutput`: the
+                            status, the decision, errors named by the tool's own arguments, and
+                            the next step as a sentence and as a `Hint`
 
 Served over streamable HTTP at /mcp (the caller's `Authorization: Bearer <api key>`) and over
 stdio by `gatehouse mcp` (the key from GATEHOUSE_API_KEY). Tool input schemas are the
@@ -14,9 +16,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import mcp.types as types
 from graphql import OperationDefinitionNode, OperationType, parse
@@ -39,12 +41,24 @@ from gateway.principals import Authenticator, Principal
 from gateway.services import Services
 from sources.actions import ActionKind
 
-FRESHNESS_NOTE = (
-    " Every record carries `freshness`: which system it came from (`system`), when the "
-    "gateway read it (`fetchedAt`), how old that is (`ageSeconds`) against its SLA, and "
-    "`status`: FRESH, AGING, or STALE (old, or served from cache because the system is down, "
-    "with `error`). Treat STALE data as possibly out of date. `version` is what to pass as "
-    "`expected_version` when you write."
+INSTRUCTIONS = (
+    "Gatehouse gives you current operational state (customers, inventory, orders, balances) "
+    "and governed writes, audited as yours on behalf of your human owner.\n"
+    "Freshness: every record read carries `freshness`: its system, when the gateway read it "
+    "(`fetchedAt`, `ageSeconds` against its SLA) and `status` FRESH, AGING or STALE (old, or "
+    "served from cache because the system is down, with `error`); treat STALE as possibly out "
+    "of date. Its `version` is what a write's `expected_version` takes.\n"
+    "Masking: fields your policy withholds come back null and are listed in `masked`; null "
+    "there is not the real value. A read whose system is down is an error with "
+    "`errors: [{code: SOURCE_UNAVAILABLE, source}]` and null data, never 'not found'.\n"
+    "Writes: policy decides allow, deny or review; business rules are checked on the "
+    "system's current state. A write needing approval returns PENDING_APPROVAL with its "
+    "approvers: do not send it again, follow it with get_action. Try dry_run or can_i first "
+    "when unsure. Resending with the same idempotency_key never applies a write twice; "
+    "dry_run runs every step but the write; expected_version (the target record's "
+    "freshness.version) turns a change you never saw into CONFLICT. "
+    "Every result has `status`, `next_step` and `hint`: retry_with_new_key, "
+    "reread_then_retry, wait_for_approval, call_retry_action or stop."
 )
 FRESHNESS = (
     "freshness { system fetchedAt sourceUpdatedAt ageSeconds version status cached error "
@@ -58,30 +72,32 @@ class Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+First = "Page size."
+After = "Previous page's endCursor."
 MaxAge = Field(
     default=None,
     ge=0,
-    description="Accept a cached value at most this many seconds old; 0 reads the system now.",
+    description="Max cache age; 0 reads now.",
 )
 
 
 class CustomerArgs(Args):
-    customer_id: str = Field(min_length=1, description="Customer id, e.g. C-00001.")
+    customer_id: str = Field(min_length=1, description="E.g. C-00001.")
     max_age_seconds: float | None = MaxAge
 
 
 class FindCustomersArgs(Args):
     search: str | None = Field(default=None, description="Part of a name, e-mail or id.")
-    first: int = Field(default=20, ge=1, le=100)
-    after: str | None = Field(default=None, description="endCursor of the previous page.")
+    first: int = Field(default=20, ge=1, le=100, description=First)
+    after: str | None = Field(default=None, description=After)
 
 
 class InventoryArgs(Args):
     skus: list[str] | None = Field(default=None, max_length=100, description="SKUs to get.")
     location: str | None = Field(default=None, description="Warehouse code, e.g. WH-BER.")
     below_reorder_point: bool = Field(default=False, description="Only items to restock.")
-    first: int = Field(default=50, ge=1, le=200)
-    after: str | None = None
+    first: int = Field(default=50, ge=1, le=200, description=First)
+    after: str | None = Field(default=None, description=After)
 
 
 class OrderArgs(Args):
@@ -90,10 +106,12 @@ class OrderArgs(Args):
 
 
 class CustomerOrdersArgs(Args):
-    customer_id: str = Field(min_length=1)
-    status: str | None = Field(default=None, pattern="^(OPEN|SHIPPED|DELIVERED|CANCELLED)$")
-    first: int = Field(default=20, ge=1, le=100)
-    after: str | None = None
+    customer_id: str = Field(min_length=1, description="E.g. C-00001.")
+    status: str | None = Field(
+        default=None, pattern="^(OPEN|SHIPPED|DELIVERED|CANCELLED)$", description="Only these."
+    )
+    first: int = Field(default=20, ge=1, le=100, description=First)
+    after: str | None = Field(default=None, description=After)
 
 
 class NoArgs(Args):
@@ -102,7 +120,7 @@ class NoArgs(Args):
 
 class GraphQLArgs(Args):
     query: str = Field(min_length=1, description="A GraphQL query document (no mutations).")
-    variables: dict[str, Any] | None = None
+    variables: dict[str, Any] | None = Field(default=None, description="Its variables.")
 
 
 class ActionArgs(Args):
@@ -114,34 +132,89 @@ class CanArgs(Args):
     input: dict[str, Any] = Field(description="The arguments you would call it with.")
 
 
-class ReadOutput(BaseModel):
-    """What a read tool returns."""
+class ReadError(BaseModel):
+    """A part of a read that failed: SOURCE_UNAVAILABLE is a system down, not 'not found'."""
 
-    data: dict[str, Any] | None = Field(description="The records, each with its freshness.")
-    masked: list[str] = Field(default=[], description="Fields withheld from you by policy.")
-    errors: list[str] = Field(default=[], description="Parts that could not be read.")
+    code: str
+    message: str
+    source: str | None = None
+    path: str | None = None
+
+
+class ReadOutput(BaseModel):
+    """What a read tool returns: data null with errors when nothing could be read."""
+
+    data: dict[str, Any] | None
+    masked: list[str] = []
+    errors: list[ReadError] = []
+
+
+Hint = Literal[
+    "retry_with_new_key", "reread_then_retry", "wait_for_approval", "call_retry_action", "stop"
+]
+
+
+class DecisionOutput(BaseModel):
+    """What policy decided, and by which rule."""
+
+    outcome: str | None
+    rule: str | None
+    reason: str | None
+    approvals_required: int = 0
+
+
+class FieldError(BaseModel):
+    """Why it did not apply; `argument` is the tool's own argument, snake_case."""
+
+    code: str
+    message: str
+    argument: str | None = None
+
+
+class HistoryEvent(BaseModel):
+    """One audit event of an action."""
+
+    event: str
+    at: str
+    principal: str
+    outcome: str
 
 
 class WriteOutput(BaseModel):
-    """What a write tool, get_action and can_i return."""
+    """Every result of a write tool, retry_action, get_action and can_i, refusals too."""
 
     status: str
     action_id: str | None = None
-    decision: dict[str, Any] | None = None
+    decision: DecisionOutput | None = None
+    errors: list[FieldError] = []
+    current_version: str | None = None
     approvers: list[str] = []
-    validation: list[dict[str, Any]] = []
     diff: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
-    errors: list[dict[str, Any]] = []
+    history: list[HistoryEvent] = []
     next_step: str = ""
+    hint: Hint | None = None
 
 
 Run = Callable[["Call", BaseModel], Awaitable[types.CallToolResult]]
 
+_TITLES = {"can_i": "Can I", "graphql_query": "GraphQL query"}
+
+READ_ONLY = types.ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+
+def write_annotations(*, destructive: bool) -> types.ToolAnnotations:
+    """A governed write: keyed (so idempotent), and only our configured systems (closed world)."""
+    return types.ToolAnnotations(  # readOnlyHint false is the default
+        destructive_hint=destructive,
+        idempotent_hint=True,
+        open_world_hint=False,
+    )
+
 
 @dataclass(frozen=True)
 class Tool:
-    """One MCP tool: its schema, who may see it, and what it runs."""
+    """One MCP tool: its schema, who may see it, what it runs, and hints for clients."""
 
     name: str
     description: str
@@ -149,15 +222,48 @@ class Tool:
     output: type[BaseModel]
     run: Run
     visible: Callable[[Services, Principal], bool]
+    annotations: types.ToolAnnotations = field(default_factory=lambda: READ_ONLY)
+
+    @property
+    def title(self) -> str:
+        """get_customer -> Get customer."""
+        return _TITLES.get(self.name) or self.name.replace("_", " ").capitalize()
 
     def listing(self) -> types.Tool:
-        """The tool as tools/list shows it."""
+        """The tool as tools/list shows it: no output schema (README's "Results" has them),
+        and the input schema without what a refusal would say anyway (titles, lengths)."""
         return types.Tool(
             name=self.name,
+            title=self.title,
             description=self.description,
-            input_schema=self.args.model_json_schema(),
-            output_schema=self.output.model_json_schema(),
+            input_schema=compact({**self.args.model_json_schema(), "description": None}),
+            annotations=self.annotations,
         )
+
+
+def compact(schema: Any) -> Any:
+    """A JSON schema without titles, lengths or null defaults; `anyOf [X, null]` as X."""
+    if isinstance(schema, list):
+        return [compact(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    options = schema.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options and len(options) == 2:
+        (kept,) = (option for option in options if option != {"type": "null"})
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        return compact({**kept, **rest})
+    return {
+        key: compact(value)
+        for key, value in schema.items()
+        if not (key in _UNSAID and isinstance(value, (str, int)))
+        and not (key == _UNSAID_FALSE and value is False)
+        and not (key in ("default", "description") and value is None)
+    }
+
+
+# Said by the error naming the argument, when it matters: too long to list for every argument.
+_UNSAID = frozenset({"title", "minLength", "maxLength", "minItems", "maxItems"})
+_UNSAID_FALSE = "additionalProperties"  # unknown arguments are refused, naming them
 
 
 @dataclass(frozen=True)
@@ -178,22 +284,39 @@ class Call:
             context_value=context,
             allowed_operation_types={StrawberryOperation.QUERY},
         )
-        errors = [_graphql_error(e.message, e.extensions) for e in result.errors or []]
-        output = ReadOutput(data=result.data, masked=sorted(context.masked), errors=errors)
-        if result.data is None:
-            return tool_error("The read failed: " + "; ".join(errors))
+        errors = [_read_error(e.message, e.extensions, e.path) for e in result.errors or []]
+        data = result.data
+        if errors and data is not None and all(value is None for value in data.values()):
+            data = None  # nothing read: a failure, which must not look like "not found"
+        output = ReadOutput(data=data, masked=sorted(context.masked), errors=errors)
+        if data is None:
+            return refused(output, "The read failed: " + "; ".join(map(_said, errors)))
         return success(output, _read_summary(output))
 
 
-def _graphql_error(message: str, extensions: Mapping[str, Any] | None) -> str:
-    code = (extensions or {}).get("code", "ERROR")
-    hint = {
-        "FORBIDDEN": " (your policy does not allow this read; ask your human owner)",
-        "SOURCE_UNAVAILABLE": " (the system of record is down; retry later)",
-        "SOURCE_TIMEOUT": " (the system of record is slow; retry later)",
-        "BAD_ARGUMENT": " (fix the argument and call again)",
-    }.get(code, "")
-    return f"{code}: {message}{hint}"
+_READ_ADVICE = {
+    "FORBIDDEN": " (your policy does not allow this read; ask your human owner)",
+    "SOURCE_UNAVAILABLE": " (the system of record is down, which is not 'not found'; retry later)",
+    "SOURCE_TIMEOUT": " (the system of record is slow; retry later)",
+    "BAD_ARGUMENT": " (fix the argument and call again)",
+}
+
+
+def _read_error(
+    message: str, extensions: Mapping[str, Any] | None, path: list[str | int] | None
+) -> ReadError:
+    found = extensions or {}
+    source = found.get("source")
+    return ReadError(
+        code=str(found.get("code", "ERROR")),
+        message=message,
+        source=None if source is None else str(source),
+        path=".".join(map(str, path)) if path else None,
+    )
+
+
+def _said(error: ReadError) -> str:
+    return f"{error.code}: {error.message}{_READ_ADVICE.get(error.code, '')}"
 
 
 def _read_summary(output: ReadOutput) -> str:
@@ -201,7 +324,7 @@ def _read_summary(output: ReadOutput) -> str:
     if output.masked:
         note += f" Masked for you (null is not the real value): {', '.join(output.masked)}."
     if output.errors:
-        note += f" Partly failed: {'; '.join(output.errors)}."
+        note += f" Partly failed: {'; '.join(map(_said, output.errors))}."
     return json.dumps(output.data, default=str) + note
 
 
@@ -216,6 +339,26 @@ def success(output: BaseModel, text: str) -> types.CallToolResult:
 def tool_error(text: str) -> types.CallToolResult:
     """A tool error whose text tells the agent what to do next."""
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+
+
+def refused(output: BaseModel, text: str) -> types.CallToolResult:
+    """A tool error with structured content: what failed and what to do next."""
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        structured_content=output.model_dump(mode="json"),
+        is_error=True,
+    )
+
+
+def refusal(status: str, message: str, hint: Hint | None, next_step: str) -> types.CallToolResult:
+    """A refusal with no action behind it (a bad argument, an unknown action, a limit)."""
+    output = WriteOutput(
+        status=status,
+        errors=[FieldError(code=status, message=message)],
+        next_step=next_step,
+        hint=hint,
+    )
+    return refused(output, f"{status}: {message}. {next_step}")
 
 
 # ---- read tools ------------------------------------------------------------------------
@@ -249,9 +392,7 @@ BALANCE_FIELDS = (
 READ_TOOLS = [
     Tool(
         "get_customer",
-        "Get one customer (contact data from the CRM) by id. Returns null data.customer when "
-        "there is no such customer. Personal data you are not granted comes back null and "
-        "is listed in `masked`." + FRESHNESS_NOTE,
+        "One customer's contact data (CRM); data.customer null if there is none.",
         CustomerArgs,
         ReadOutput,
         _reader(
@@ -263,8 +404,7 @@ READ_TOOLS = [
     ),
     Tool(
         "find_customers",
-        "Find customers whose name, e-mail or id contains `search`; pages of `first`, pass "
-        "pageInfo.endCursor as `after` for the next page." + FRESHNESS_NOTE,
+        "Customers whose name, e-mail or id contains `search`, a page at a time.",
         FindCustomersArgs,
         ReadOutput,
         _reader(
@@ -277,9 +417,7 @@ READ_TOOLS = [
     ),
     Tool(
         "get_inventory",
-        "Get items with their stock at each location: by SKUs, or those stocked at a "
-        "location, or only those below their reorder point. `available` is on hand less "
-        "reserved: what can still be promised. Reading never changes stock." + FRESHNESS_NOTE,
+        "Items with stock per location; `available` (on hand less reserved) can be promised.",
         InventoryArgs,
         ReadOutput,
         _reader(
@@ -299,7 +437,7 @@ READ_TOOLS = [
     ),
     Tool(
         "get_order",
-        "Get one order with its lines, by id; null data.order when there is none." + FRESHNESS_NOTE,
+        "One order with its lines; data.order null if there is none.",
         OrderArgs,
         ReadOutput,
         _reader(
@@ -311,8 +449,7 @@ READ_TOOLS = [
     ),
     Tool(
         "list_customer_orders",
-        "List one customer's orders, oldest first, optionally by status (OPEN, SHIPPED, "
-        "DELIVERED, CANCELLED)." + FRESHNESS_NOTE,
+        "A customer's orders, oldest first.",
         CustomerOrdersArgs,
         ReadOutput,
         _reader(
@@ -325,9 +462,8 @@ READ_TOOLS = [
     ),
     Tool(
         "get_balance",
-        "Get a customer's account from the ERP ledger: credit limit, outstanding, overdue and "
-        "available credit, as exact decimal strings. Check available credit before placing "
-        "an order." + FRESHNESS_NOTE,
+        "A customer's ERP account: credit limit, outstanding, overdue, available credit "
+        "(decimal strings, in its currency).",
         CustomerArgs,
         ReadOutput,
         _reader(
@@ -339,9 +475,7 @@ READ_TOOLS = [
     ),
     Tool(
         "describe_contracts",
-        "Describe the data contracts: for each entity and field, which system of record owns "
-        "it, who answers for its accuracy, its freshness SLA (warn/error after seconds) and "
-        "its classification (public, internal, pii, financial).",
+        "Each field's system of record, owner, freshness SLA and classification.",
         NoArgs,
         ReadOutput,
         _reader(
@@ -374,9 +508,7 @@ async def _graphql_query(call: Call, args: BaseModel) -> types.CallToolResult:
 
 GRAPHQL_TOOL = Tool(
     "graphql_query",
-    "Run a read-only GraphQL query against the gateway (the same schema internal apps use: "
-    "customer, customers, inventoryItem, inventory, order, orders, balance, contracts, "
-    "sources, me). Mutations and subscriptions are refused; use the write tools." + FRESHNESS_NOTE,
+    "Any read-only GraphQL query; mutations are refused.",
     GraphQLArgs,
     ReadOutput,
     _graphql_query,
@@ -391,44 +523,39 @@ GRAPHQL_TOOL = Tool(
 _CONTROL = ("dry_run", "idempotency_key", "expected_version")
 
 
+_READ_TOOL = {
+    "Customer": "get_customer",
+    "InventoryItem": "get_inventory",
+    "Order": "get_order",
+    "Balance": "get_balance",
+}
+_DRY_RUN = Field(default=False, description="Decide and diff only; change nothing.")
+_KEY = Field(default=None, max_length=200, description="Unique per intended write.")
+
+
 def write_args(kind: ActionKind) -> type[BaseModel]:
     """The tool's arguments: the action's own input model, plus the write controls."""
+    controls: dict[str, Any] = {
+        "dry_run": (bool, _DRY_RUN),
+        "idempotency_key": (str | None, _KEY),
+    }
+    if not kind.creates:  # a new record has no version to expect
+        controls["expected_version"] = (str | None, _expected_version(kind))
     return create_model(
         kind.Input.__name__.removesuffix("Input") + "Args",
         __base__=kind.Input,
         __doc__=kind.Input.__doc__,
-        dry_run=(
-            bool,
-            Field(
-                default=False,
-                description=(
-                    "Run every step but the write: see the decision, validation, who would approve "
-                    "and the exact diff. Nothing is changed."
-                ),
-            ),
-        ),
-        idempotency_key=(
-            str | None,
-            Field(
-                default=None,
-                max_length=200,
-                description=(
-                    "Any unique string for this intended write. Retrying with the same key never "
-                    "applies it twice, even hours later; a new write needs a new key."
-                ),
-            ),
-        ),
-        expected_version=(
-            str | None,
-            Field(
-                default=None,
-                max_length=64,
-                description=(
-                    "The freshness.version of the record you read. If it changed since, the write "
-                    "is refused as CONFLICT instead of overwriting what you never saw."
-                ),
-            ),
-        ),
+        **controls,
+    )
+
+
+def _expected_version(kind: ActionKind) -> Any:
+    reader = _READ_TOOL.get(kind.entity)
+    read = f" (from {reader})" if reader else ""
+    return Field(
+        default=None,
+        max_length=64,
+        description=f"Version of the {kind.entity} you read{read}.",
     )
 
 
@@ -441,7 +568,7 @@ def _writer(kind: ActionKind) -> Run:
             channel="mcp",
             idempotency_key=values["idempotency_key"],
             dry_run=values["dry_run"],
-            expected_version=values["expected_version"],
+            expected_version=values.get("expected_version"),
         )
         return outcome(await call.services.writes.submit(request, call.principal))
 
@@ -465,47 +592,58 @@ def write_tools(kinds: list[ActionKind]) -> list[Tool]:
 def _write_tool(kind: ActionKind) -> Tool:
     return Tool(
         tool_name(kind),
-        f"{kind.summary} Governed: policy decides allow, deny or review; business rules are "
-        "checked against the system's current state. It never applies a write that needs "
-        "approval: then it returns PENDING_APPROVAL with who can approve; follow it with "
-        "get_action and do not send it again. Use dry_run first when unsure, and can_i to "
-        "learn the rule before trying. A refused write returns an error saying why and what "
-        "to do next.",
+        f"{kind.summary} May answer PENDING_APPROVAL.",
         write_args(kind),
         WriteOutput,
         _writer(kind),
         _may_write(kind),
+        # Optional in the contract: a write changes or removes what was there unless it says not.
+        write_annotations(destructive=getattr(kind, "destructive", True)),
     )
 
 
-_NEXT = {
-    Status.APPLIED: "Applied. Read the record again to see its new state and version.",
+_NEXT: dict[Status, tuple[str, Hint | None]] = {
+    Status.APPLIED: ("Applied. Read the record again to see its new state and version.", None),
     Status.PENDING_APPROVAL: (
         "Not applied yet: a human must approve it ({approvers}). Do not send it again; "
-        "follow it with get_action(action_id)."
+        "follow it with get_action(action_id).",
+        "wait_for_approval",
     ),
     Status.DRY_RUN: (
-        "Nothing was written. The decision is {outcome}; call again without dry_run to submit it."
+        "Nothing was written. The decision is {outcome}; call again without dry_run to submit it.",
+        None,
     ),
     Status.DENIED: (
         "Denied by policy rule {rule}: {reason}. Do not retry; if this should be allowed, "
-        "ask your human owner ({owner})."
+        "ask your human owner ({owner}).",
+        "stop",
     ),
-    Status.INVALID: "Invalid: {problems}. Fix these fields and call again with a new key.",
+    Status.INVALID: (
+        "Invalid: {problems}. Fix these arguments and call again with a new idempotency_key.",
+        "retry_with_new_key",
+    ),
     Status.CONFLICT: (
-        "The record changed since the version you read. Read it again, check the change "
-        "still makes sense, and call again with expected_version set to its new version."
+        "{target} changed since the version you read{now}. Read it again, check the change "
+        "still makes sense, and call again with expected_version set to its new version and "
+        "a new idempotency_key.",
+        "reread_then_retry",
     ),
     Status.FAILED: (
-        "The system of record failed and nothing was changed: {error}. Retry later with the "
-        "same idempotency_key, or ask a human to retry action {action_id}."
+        "The system of record failed and nothing was changed: {error}. Once it is back, call "
+        "retry_action(action_id={action_id}): it runs this same action again under the same id.",
+        "call_retry_action",
     ),
-    Status.REJECTED: "A human rejected it: {error}. Do not resubmit it unchanged.",
-    Status.EXPIRED: "Nobody approved it in time. Submit it again if it is still needed.",
+    Status.REJECTED: ("A human rejected it: {error}. Do not resubmit it unchanged.", "stop"),
+    Status.EXPIRED: (
+        "Nobody approved it in time. Submit it again, with a new idempotency_key, if it is "
+        "still needed.",
+        "retry_with_new_key",
+    ),
     Status.IN_DOUBT: (
         "The gateway stopped while applying it and cannot yet tell whether it was applied. "
         "Do not send it again; an operator settles action {action_id}: follow it with "
-        "get_action."
+        "get_action.",
+        "stop",
     ),
 }
 _TOOL_ERRORS = {
@@ -515,46 +653,92 @@ _TOOL_ERRORS = {
     Status.FAILED,
     Status.REJECTED,
     Status.EXPIRED,
+    Status.IN_DOUBT,
 }
 
 
-def outcome(result: WriteResult) -> types.CallToolResult:
+def outcome(result: WriteResult, history: Sequence[HistoryEvent] = ()) -> types.CallToolResult:
     """A write result as a tool result: refusals are tool errors saying what to do next."""
-    output = write_output(result)
+    output = write_output(result, history)
+    text = f"{result.status.value}: {output.next_step}"
     if result.status in _TOOL_ERRORS:
-        return tool_error(f"{result.status.value}: {output.next_step}")
-    return success(
-        output,
-        f"{result.status.value}: {output.next_step}\n"
-        + json.dumps(output.model_dump(mode="json"), default=str),
-    )
+        return refused(output, text)
+    return success(output, text + "\n" + json.dumps(output.model_dump(mode="json"), default=str))
 
 
-def write_output(result: WriteResult) -> WriteOutput:
-    """The structured form of a write result."""
+def write_output(result: WriteResult, history: Sequence[HistoryEvent] = ()) -> WriteOutput:
+    """The structured form of a write result, its errors named by the tool's arguments."""
     action = result.action
-    problems = "; ".join(f"{e.field or 'input'}: {e.message}" for e in result.errors)
-    errors = [{"code": e.code, "message": e.message, "field": e.field} for e in result.errors]
-    if action is None:
-        return WriteOutput(
-            status=result.status.value,
-            errors=errors,
-            next_step=_NEXT.get(result.status, "").format(problems=problems),
-        )
-    approvers = list(result.approvers)
-    next_step = _NEXT.get(result.status, "").format(
-        approvers=", ".join(approvers) or "an approver",
-        outcome=action.decision or "unknown",
-        rule=action.rule,
-        reason=action.reason,
-        owner=action.on_behalf_of or "your owner",
-        problems=problems,
-        error=action.error or problems,
-        action_id=action.id,
+    errors = [
+        FieldError(code=e.code, message=e.message, argument=argument(e.field))
+        for e in result.errors
+    ]
+    current = next((e.current_version for e in result.errors if e.current_version), None)
+    template, hint = _NEXT.get(result.status, ("", None))
+    problems = "; ".join(f"{e.argument or 'input'}: {e.message}" for e in errors)
+    facts = {
+        "approvers": ", ".join(result.approvers) or "an approver",
+        "problems": problems,
+        "now": "" if current is None else f"; it is now at version {current}",
+        "target": "The record",
+        "outcome": "unknown",
+        "rule": "",
+        "reason": "",
+        "owner": "your owner",
+        "error": problems,
+        "action_id": "",
+    }
+    if action is not None:
+        facts |= {
+            "target": f"The record {action.target}",
+            "outcome": action.decision or "unknown",
+            "rule": action.rule,
+            "reason": action.reason,
+            "owner": action.on_behalf_of or "your owner",
+            "error": action.error or problems,
+            "action_id": action.id,
+        }
+    output = WriteOutput(
+        status=result.status.value,
+        errors=errors,
+        current_version=current,
+        approvers=list(result.approvers),
+        history=list(history),
+        next_step=template.format_map(facts),
+        hint=hint,
     )
-    diff = None if action.diff is None else dict(action.diff)
-    if diff is not None and result.freshness is not None:
-        diff["freshness"] = {
+    if action is None:
+        return output
+    return output.model_copy(
+        update={
+            "action_id": action.id,
+            "decision": DecisionOutput(
+                outcome=action.decision,
+                rule=action.rule,
+                reason=action.reason,
+                approvals_required=action.approvals_required,
+            ),
+            "diff": _diff(action.diff, result),
+            "result": action.result,
+        }
+    )
+
+
+def argument(field: str | None) -> str | None:
+    """A pipeline field path (GraphQL's camelCase: lines.0.unitPrice) as the tool's argument."""
+    if field is None:
+        return None
+    return ".".join(
+        "".join(f"_{c.lower()}" if c.isupper() else c for c in part) for part in field.split(".")
+    )
+
+
+def _diff(diff: Mapping[str, Any] | None, result: WriteResult) -> dict[str, Any] | None:
+    if diff is None:
+        return None
+    shown = dict(diff)
+    if result.freshness is not None:
+        shown["freshness"] = {
             "system": result.freshness.system,
             "version": result.freshness.version,
             "fetched_at": result.freshness.fetched_at.isoformat(),
@@ -564,22 +748,15 @@ def write_output(result: WriteResult) -> WriteOutput:
                 else None
             ),
         }
-    return WriteOutput(
-        status=result.status.value,
-        action_id=action.id,
-        decision={
-            "outcome": action.decision,
-            "rule": action.rule,
-            "reason": action.reason,
-            "approvals_required": action.approvals_required,
-        },
-        approvers=approvers,
-        validation=action.validation,
-        diff=diff,
-        result=action.result,
-        errors=errors,
-        next_step=next_step,
-    )
+    return shown
+
+
+async def _history(call: Call, action_id: str) -> list[HistoryEvent]:
+    events, _ = await call.services.audit.query(action_id=action_id, limit=100)
+    return [
+        HistoryEvent(event=e.event, at=e.at.isoformat(), principal=e.principal, outcome=e.outcome)
+        for e in events
+    ]
 
 
 async def _get_action(call: Call, args: BaseModel) -> types.CallToolResult:
@@ -589,58 +766,90 @@ async def _get_action(call: Call, args: BaseModel) -> types.CallToolResult:
     action = await writes.get(args.action_id)
     mine = action is not None and call.principal.id in (action.principal, action.on_behalf_of)
     if action is None or not mine:
-        return tool_error(
-            f"No action {args.action_id} of yours. Check the id a write tool returned."
+        return refusal(
+            "NOT_FOUND",
+            f"No action {args.action_id} of yours",
+            "stop",
+            "Check the id a write tool returned.",
         )
-    approvers = (
-        tuple(writes.approvers_for(action)) if (action.status is Status.PENDING_APPROVAL) else ()
-    )
-    result = WriteResult(action.status, action, (), None, approvers)
-    output = write_output(result)
-    return success(output, f"{action.status.value}: {output.next_step}")
+    return outcome(writes.result(action), await _history(call, action.id))
+
+
+async def _retry_action(call: Call, args: BaseModel) -> types.CallToolResult:
+    assert isinstance(args, ActionArgs)
+    result = await call.services.writes.retry(args.action_id, call.principal, channel="mcp")
+    history = [] if result.action is None else await _history(call, result.action.id)
+    return outcome(result, history)
 
 
 async def _can_i(call: Call, args: BaseModel) -> types.CallToolResult:
     assert isinstance(args, CanArgs)
     by_tool = {tool_name(kind): kind.kind for kind in call.services.catalog.kinds()}
     if args.action not in by_tool:
-        return tool_error(f"No write tool named {args.action}; one of {sorted(by_tool)}.")
+        return refusal(
+            "NOT_FOUND",
+            f"No write tool named {args.action}",
+            "stop",
+            f"Use one of {sorted(by_tool)}.",
+        )
     verdict = call.services.writes.can(by_tool[args.action], args.input, call.principal)
     d = verdict.decision
     output = WriteOutput(
         status=d.outcome.value.upper(),
-        decision={
-            "outcome": d.outcome.value,
-            "rule": d.rule,
-            "reason": d.reason,
-            "approvals_required": d.approvals_required,
-        },
+        decision=DecisionOutput(
+            outcome=d.outcome.value,
+            rule=d.rule,
+            reason=d.reason,
+            approvals_required=d.approvals_required,
+        ),
         approvers=list(verdict.approvers),
-        validation=[p.as_dict() for p in verdict.problems],
+        errors=[
+            FieldError(code="INVALID", message=p.message, argument=argument(p.field))
+            for p in verdict.problems
+        ],
         next_step={
             "allow": "You may submit it.",
             "review": "Submitting it creates a request a human must approve.",
             "deny": "Policy refuses it; do not submit it.",
         }[d.outcome.value],
+        hint=_CAN_HINTS[d.outcome.value],
     )
     return success(output, f"{d.outcome.value} by rule {d.rule}: {d.reason}. {output.next_step}")
+
+
+_CAN_HINTS: dict[str, Hint | None] = {"allow": None, "review": "wait_for_approval", "deny": "stop"}
+
+
+def _may_retry(services: Services, principal: Principal) -> bool:
+    """The requester may retry its own FAILED actions, an approver those of kinds it approves."""
+    return any(
+        services.policy.could_ever(principal, kind.kind, act)
+        for kind in services.catalog.kinds()
+        for act in ("write", "approve")
+    )
 
 
 FOLLOW_TOOLS = [
     Tool(
         "get_action",
-        "Follow a write you submitted: its status (PENDING_APPROVAL until a human decides, "
-        "then APPLIED, REJECTED, EXPIRED or FAILED), the decision, approvals and diff.",
+        "Follow a write of yours: status, decision, diff, history.",
         ActionArgs,
         WriteOutput,
         _get_action,
         lambda services, principal: True,
     ),
     Tool(
+        "retry_action",
+        "Run a FAILED action again once its system is back; it keeps its id.",
+        ActionArgs,
+        WriteOutput,
+        _retry_action,
+        _may_retry,
+        write_annotations(destructive=True),
+    ),
+    Tool(
         "can_i",
-        "Ask, without any side effect, what would happen to a write: allow, deny or review, "
-        "the rule and its reason, and who could approve. Use it to plan instead of probing "
-        "with real writes.",
+        "What policy says to a write: allow, deny or review, why, who approves.",
         CanArgs,
         WriteOutput,
         _can_i,
@@ -690,12 +899,13 @@ def build_server(services: Callable[[], Services], principal_of: PrincipalOf) ->
         try:
             args = tool.args.model_validate(params.arguments or {})
         except ValidationError as exc:
-            return tool_error(_argument_errors(exc))
+            return _argument_errors(exc)
         try:
             current.rates.charge(principal)  # one tool call, one operation
             return await tool.run(Call(current, principal), args)
         except GatehouseError as exc:
-            return tool_error(f"{exc.code}: {exc.message}")
+            hint, next_step = _ADVICE.get(exc.code, (None, "See the message."))
+            return refusal(exc.code, exc.message, hint, next_step)
 
     def input_schema(name: str) -> dict[str, Any] | None:
         tool = tools(services().catalog).get(name)
@@ -704,24 +914,40 @@ def build_server(services: Callable[[], Services], principal_of: PrincipalOf) ->
     return Server(
         "gatehouse",
         version="0.1.0",
-        instructions=(
-            "Gatehouse gives you current operational state (customers, inventory, orders, "
-            "balances) with its freshness, and governed writes: every write is checked by "
-            "policy and business rules, may need a human's approval, and is audited as yours "
-            "on behalf of your human owner."
-        ),
+        instructions=INSTRUCTIONS,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
         get_tool_input_schema=input_schema,
     )
 
 
-def _argument_errors(exc: ValidationError) -> str:
-    problems = [
-        f"argument '{'.'.join(str(p) for p in e['loc']) or 'arguments'}': {e['msg']}"
+_ADVICE: dict[str, tuple[Hint | None, str]] = {
+    "IDEMPOTENCY_KEY_REUSED": ("retry_with_new_key", "Use a new idempotency_key for a new write."),
+    "NOT_FOUND": ("stop", "Check the action id a write tool returned."),
+    "NOT_FAILED": ("stop", "Only FAILED actions are retried; follow it with get_action."),
+    "RETRY_REFUSED": ("stop", "Ask your human owner to retry it."),
+    "RATE_LIMITED": (None, "Wait a little, then call again."),
+    "IDEMPOTENCY_IN_PROGRESS": (None, "Wait a few seconds, then send the same call again."),
+}
+
+
+def _argument_errors(exc: ValidationError) -> types.CallToolResult:
+    errors = [
+        FieldError(
+            code="INVALID_ARGUMENT",
+            message=e["msg"],
+            argument=".".join(str(p) for p in e["loc"]) or None,
+        )
         for e in exc.errors(include_url=False)
     ]
-    return "Invalid arguments: " + "; ".join(problems) + ". Fix them and call again."
+    problems = "; ".join(f"argument '{e.argument or 'arguments'}': {e.message}" for e in errors)
+    output = WriteOutput(
+        status="INVALID",
+        errors=errors,
+        next_step="Fix these arguments and call again.",
+        hint="retry_with_new_key",
+    )
+    return refused(output, f"Invalid arguments: {problems}. Fix them and call again.")
 
 
 # ---- transports -------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class WriteError:
     code: str
     message: str
     field: str | None = None
+    current_version: str | None = None  # a CONFLICT's: the target's version now
 
 
 @dataclass(frozen=True, slots=True)

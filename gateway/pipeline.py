@@ -292,6 +292,10 @@ class Writes:
                 after=after,
             )
 
+    def result(self, action: Action) -> WriteResult:
+        """A stored action in the one result shape, with its errors and approvers."""
+        return self._outcomes.result(action)
+
     def approvers_for(self, action: Action) -> list[str]:
         """Who could approve `action` now."""
         return self._outcomes.approvers_for(action)

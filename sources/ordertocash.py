@@ -33,10 +33,12 @@ Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 ()./-]{5,24}$")
 
 class Contract:
     """What every contract shares: no personal data in its input, nothing created, no
-    money at stake, nothing touched besides the target, unless it says so."""
+    money at stake, nothing touched besides the target, unless it says so; and a write
+    that changes or removes what was there (MCP's destructiveHint), unless it only adds."""
 
     pii_fields: ClassVar[frozenset[str]] = frozenset()
     creates: ClassVar[bool] = False
+    destructive: ClassVar[bool] = True
 
     def amount(self, data: Any) -> Decimal | None:
         """No money at stake unless the action says so."""
@@ -53,8 +55,8 @@ class Contract:
 class OrderLineInput(ActionInput):
     """One line to order."""
 
-    sku: str = Field(min_length=1, max_length=32)
-    quantity: int = Field(ge=1, le=10_000)
+    sku: str = Field(min_length=1, max_length=32, description="The item's SKU.")
+    quantity: int = Field(ge=1, le=10_000, description="Units to order.")
     location: str | None = Field(
         default=None, max_length=16, description="Ship from here; default: most available."
     )
@@ -63,8 +65,10 @@ class OrderLineInput(ActionInput):
 class PlaceOrderInput(ActionInput):
     """A new order for a customer."""
 
-    customer_id: str = Field(min_length=1, max_length=32)
-    lines: list[OrderLineInput] = Field(min_length=1, max_length=50)
+    customer_id: str = Field(min_length=1, max_length=32, description="Who orders, e.g. C-00001.")
+    lines: list[OrderLineInput] = Field(
+        min_length=1, max_length=50, description="One line per SKU; priced by the ERP."
+    )
 
     @field_validator("lines")
     @classmethod
@@ -84,6 +88,7 @@ class PlaceOrderContract(Contract):
     summary: ClassVar[str] = "Place an order for a customer, reserving its stock."
     Input: ClassVar[type[ActionInput]] = PlaceOrderInput
     creates: ClassVar[bool] = True
+    destructive: ClassVar[bool] = False  # only adds an order (reserving stock)
 
     def target(self, data: PlaceOrderInput) -> str:
         return f"new order for {data.customer_id}"
@@ -105,8 +110,10 @@ class PlaceOrderContract(Contract):
 class CancelOrderInput(ActionInput):
     """Cancel an open order."""
 
-    order_id: str = Field(min_length=1, max_length=32)
-    reason: Multiline = Field(min_length=3, max_length=500)
+    order_id: str = Field(
+        min_length=1, max_length=32, description="The open order, e.g. SO-100001."
+    )
+    reason: Multiline = Field(min_length=3, max_length=500, description="Why, for the audit trail.")
 
 
 class CancelOrderContract(Contract):
@@ -173,18 +180,20 @@ class AdjustInventoryContract(Contract):
 class ContactInput(ActionInput):
     """A person at the customer."""
 
-    name: str = Field(min_length=1, max_length=120)
-    email: Email
-    role: str = Field(min_length=1, max_length=80)
+    name: str = Field(min_length=1, max_length=120, description="Full name.")
+    email: Email = Field(description="E-mail address.")
+    role: str = Field(min_length=1, max_length=80, description="E.g. Purchasing.")
 
 
 class UpdateCustomerContactInput(ActionInput):
     """New contact data for a customer; fields left out stay as they are."""
 
-    customer_id: str = Field(min_length=1, max_length=32)
-    email: Email | None = None
-    phone: Phone | None = None
-    contacts: list[ContactInput] | None = Field(default=None, max_length=20)
+    customer_id: str = Field(min_length=1, max_length=32, description="E.g. C-00001.")
+    email: Email | None = Field(default=None, description="The new main e-mail.")
+    phone: Phone | None = Field(default=None, description="The new phone number.")
+    contacts: list[ContactInput] | None = Field(
+        default=None, max_length=20, description="Replaces the whole list of contacts."
+    )
 
     @model_validator(mode="after")
     def _something_to_change(self) -> UpdateCustomerContactInput:
@@ -219,9 +228,9 @@ class UpdateCustomerContactContract(Contract):
 class RecordPaymentInput(ActionInput):
     """Money received from a customer."""
 
-    customer_id: str = Field(min_length=1, max_length=32)
-    amount: Amount
-    currency: Currency
+    customer_id: str = Field(min_length=1, max_length=32, description="Who paid, e.g. C-00001.")
+    amount: Amount = Field(description="Received, a decimal string in `currency`.")
+    currency: Currency = Field(description="ISO 4217 code; must be the account's currency.")
     reference: str = Field(min_length=1, max_length=100, description="The bank reference.")
 
 
@@ -250,10 +259,14 @@ class RecordPaymentContract(Contract):
 class IssueCreditNoteInput(ActionInput):
     """Credit a customer against one of their orders."""
 
-    customer_id: str = Field(min_length=1, max_length=32)
-    order_id: str = Field(min_length=1, max_length=32)
-    amount: Amount
-    reason: Multiline = Field(min_length=3, max_length=200)
+    customer_id: str = Field(min_length=1, max_length=32, description="E.g. C-00001.")
+    order_id: str = Field(
+        min_length=1, max_length=32, description="The customer's order it credits."
+    )
+    amount: Amount = Field(
+        description="A decimal string in the customer's account currency (get_balance's currency)."
+    )
+    reason: Multiline = Field(min_length=3, max_length=200, description="Why, for the audit trail.")
 
 
 class IssueCreditNoteContract(Contract):

@@ -18,6 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 from gateway.app import create_app
 from gateway.demo import CONFIG_TEMPLATE, DemoEstate
 from gateway.settings import Settings
+from sources.demo import CrmProcess, build_estate, seed_crm
 from tests.factories import LiveServer, live_server, with_source
 
 ADJUST = {"sku": "SKU-0005", "location": "WH-AMS", "reason": "inbound pallet"}
@@ -98,7 +99,6 @@ async def test_write_tool_schema_is_the_action_model(
         "expected_version",
     } == set(schema["properties"])
     assert set(schema["required"]) == {"sku", "location", "delta", "reason"}
-    assert schema["additionalProperties"] is False
     assert "PENDING_APPROVAL" in (tools["adjust_inventory"].description or "")
 
 
@@ -151,13 +151,21 @@ async def test_write_above_limit_is_pending_then_applied_after_human_approval(
         assert dry.structured_content["status"] == "DRY_RUN"
         assert dry.structured_content["decision"]["outcome"] == "review"
         pending = await client.call_tool("adjust_inventory", {**ADJUST, "delta": 300})
+        assert not pending.is_error
         assert pending.structured_content["status"] == "PENDING_APPROVAL"
         assert pending.structured_content["approvers"] == ["finn"]
+        assert pending.structured_content["hint"] == "wait_for_approval"
         assert "get_action" in pending.content[0].text
         action_id = pending.structured_content["action_id"]
         _approve(server, estate, action_id)
         followed = await client.call_tool("get_action", {"action_id": action_id})
     assert followed.structured_content["status"] == "APPLIED"
+    history = followed.structured_content["history"]
+    assert [(e["event"], e["principal"]) for e in history] == [
+        ("action.pending_approval", "restock-bot"),
+        ("action.approved", "finn"),
+        ("action.applied", "restock-bot"),  # the effect is the requester's
+    ]
 
 
 async def test_denied_and_invalid_writes_are_tool_errors_with_the_reason(
@@ -174,8 +182,16 @@ async def test_denied_and_invalid_writes_are_tool_errors_with_the_reason(
     assert denied.is_error
     assert "RESTOCK_NEVER_OVER_5000" in denied.content[0].text
     assert "ask your human owner (olivia)" in denied.content[0].text
+    refusal = denied.structured_content
+    assert refusal["status"] == "DENIED"
+    assert refusal["hint"] == "stop"
+    assert refusal["action_id"]
+    assert refusal["decision"]["outcome"] == "deny"
+    assert refusal["decision"]["rule"] == "RESTOCK_NEVER_OVER_5000"
     assert invalid.is_error
     assert "sku: unknown SKU SKU-NOPE" in invalid.content[0].text
+    assert invalid.structured_content["hint"] == "retry_with_new_key"
+    assert invalid.structured_content["errors"][0]["argument"] == "sku"
     assert can.structured_content["decision"]["rule"] == "RESTOCK_NEVER_OVER_5000"
 
 
@@ -205,6 +221,7 @@ async def test_malformed_arguments_name_the_argument(
         unknown = await client.call_tool("adjust_inventory", {**ADJUST, "delta": 1, "x": 1})
     assert wrong_type.is_error
     assert "argument 'delta'" in wrong_type.content[0].text
+    assert wrong_type.structured_content["errors"][0]["argument"] == "delta"
     assert missing.is_error
     assert "argument 'first'" in missing.content[0].text
     assert unknown.is_error
@@ -296,3 +313,128 @@ async def test_stdio_with_env_file_needs_only_the_agents_key(
     async with Client(params) as client:
         names = await tool_names(client)
     assert "adjust_inventory" in names
+
+
+async def test_stale_expected_version_is_conflict_naming_the_argument_and_current_version(
+    server: LiveServer, estate: DemoEstate
+) -> None:
+    arguments = {**ADJUST, "delta": 5, "expected_version": "stale", "idempotency_key": "stale-1"}
+    async with agent(server, estate.keys["restock-bot"]) as client:
+        conflict = await client.call_tool("adjust_inventory", arguments)
+    assert conflict.is_error
+    refusal = conflict.structured_content
+    assert refusal["status"] == "CONFLICT"
+    assert refusal["hint"] == "reread_then_retry"
+    assert refusal["action_id"]
+    assert refusal["current_version"] not in (None, "stale")
+    assert [e["argument"] for e in refusal["errors"]] == ["expected_version"]
+    assert refusal["current_version"] in conflict.content[0].text
+
+
+@pytest.fixture
+def own_crm(tmp_path: Path) -> Iterator[CrmProcess]:
+    """A CRM of this test's own, to stop and restart."""
+    seed_crm(tmp_path / "crm.db", build_estate())
+    with CrmProcess.start(tmp_path / "crm.db") as process:
+        yield process
+
+
+@pytest.fixture
+def crm_server(
+    estate: DemoEstate, erp_copy: str, own_crm: CrmProcess, tmp_path: Path
+) -> Iterator[LiveServer]:
+    config = with_source(estate.config(), "erp", url=erp_copy)
+    config = with_source(config, "crm", url=own_crm.url, timeout=1.0)
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}")
+    with live_server(create_app(settings, config)) as running:
+        yield running
+
+
+async def test_crm_down_write_fails_then_retry_action_applies_it_under_the_same_id(
+    crm_server: LiveServer, estate: DemoEstate, own_crm: CrmProcess
+) -> None:
+    change = {"customer_id": "C-00001", "email": "after-outage@example.org"}
+    async with agent(crm_server, estate.keys["support-bot"]) as client:
+        own_crm.stop()
+        failed = await client.call_tool("update_customer_contact", change)
+        own_crm.restart()
+        action_id = failed.structured_content["action_id"]
+        retried = await client.call_tool("retry_action", {"action_id": action_id})
+        again = await client.call_tool("retry_action", {"action_id": action_id})
+        followed = await client.call_tool("get_action", {"action_id": action_id})
+    assert failed.is_error
+    assert failed.structured_content["status"] == "FAILED"
+    assert failed.structured_content["hint"] == "call_retry_action"
+    assert "retry_action" in failed.structured_content["next_step"]
+    assert failed.structured_content["errors"][0]["code"] == "SOURCE_UNAVAILABLE"
+    assert not retried.is_error, retried.content
+    assert retried.structured_content["status"] == "APPLIED"
+    assert retried.structured_content["action_id"] == action_id
+    assert again.is_error
+    assert again.structured_content["status"] == "NOT_FAILED"
+    assert again.structured_content["hint"] == "stop"
+    events = [e["event"] for e in followed.structured_content["history"]]
+    assert events == ["action.failed", "action.retried", "action.applied"]
+
+
+async def test_read_with_its_source_down_is_an_error_not_a_missing_record(
+    crm_server: LiveServer, estate: DemoEstate, own_crm: CrmProcess
+) -> None:
+    async with agent(crm_server, estate.keys["support-bot"]) as client:
+        missing = await client.call_tool("get_customer", {"customer_id": "C-99999"})
+        own_crm.stop()
+        down = await client.call_tool("get_customer", {"customer_id": "C-00003"})
+    assert not missing.is_error
+    assert missing.structured_content["data"] == {"customer": None}
+    assert missing.structured_content["errors"] == []
+    assert down.is_error
+    assert down.structured_content["data"] is None
+    assert [(e["code"], e["source"]) for e in down.structured_content["errors"]] == [
+        ("SOURCE_UNAVAILABLE", "crm")
+    ]
+
+
+async def test_tools_carry_titles_and_annotations_from_the_actions_contracts(
+    server: LiveServer, estate: DemoEstate
+) -> None:
+    async with agent(server, estate.keys["olivia"]) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    for name in ("get_customer", "get_balance", "get_action", "can_i", "describe_contracts"):
+        annotations = tools[name].annotations
+        assert annotations is not None
+        assert (annotations.read_only_hint, annotations.open_world_hint) == (True, False), name
+    for name, destructive in {
+        "adjust_inventory": True,
+        "cancel_order": True,
+        "record_payment": True,
+        "issue_credit_note": True,
+        "place_order": False,
+        "retry_action": True,
+    }.items():
+        annotations = tools[name].annotations
+        assert annotations is not None
+        assert not annotations.read_only_hint, name
+        assert annotations.destructive_hint is destructive, name
+        assert annotations.idempotent_hint is True, name
+        assert annotations.open_world_hint is False, name
+    assert tools["issue_credit_note"].title == "Issue credit note"
+    credit = tools["issue_credit_note"].input_schema["properties"]
+    assert "Balance" in credit["expected_version"]["description"]
+    assert "currency" in credit["amount"]["description"]
+    assert "expected_version" not in tools["place_order"].input_schema["properties"]
+    for tool in tools.values():
+        for name, argument in tool.input_schema["properties"].items():
+            assert argument.get("description"), (tool.name, name)
+        assert "STALE" not in (tool.description or ""), tool.name  # said once, in instructions
+
+
+@pytest.mark.parametrize(("principal", "tools"), [("restock-bot", 7), ("support-bot", 14)])
+async def test_tools_list_of_each_demo_agent_fits_in_8_kb(
+    server: LiveServer, estate: DemoEstate, principal: str, tools: int
+) -> None:
+    async with agent(server, estate.keys[principal]) as client:
+        listed = await client.list_tools()
+    size = len(listed.model_dump_json(by_alias=True, exclude_none=True))
+    print(f"tools/list of {principal}: {tools} tools, {size} bytes")
+    assert len(listed.tools) == tools
+    assert size <= 8 * 1024
