@@ -41,8 +41,11 @@ def free_port() -> int:
         return port
 
 
-def demo_config(directory: Path, *, writes: Mapping[str, str]) -> Path:
-    """The demo configuration written to `directory`, with `writes` set in its [writes] table.
+def demo_config(
+    directory: Path, *, writes: Mapping[str, str], rates: Mapping[str, str] | None = None
+) -> Path:
+    """The demo configuration written to `directory`, with `writes` set in its [writes] table
+    (and `rates` in [limits.rate], when given).
 
     The template names its policy directory relative to itself: the copy names it in full.
     """
@@ -51,7 +54,10 @@ def demo_config(directory: Path, *, writes: Mapping[str, str]) -> Path:
     absolute = json.dumps(str((CONFIG_TEMPLATE.parent / policy_dir).resolve()))
     text = re.sub(r"(?m)^dir\s*=.*$", lambda _: f"dir = {absolute}", text, count=1)
     path = directory / "gatehouse.toml"
-    path.write_text(_with_table(text, "writes", writes), encoding="utf-8")
+    text = _with_table(text, "writes", writes)
+    if rates is not None:
+        text = _with_table(text, "limits.rate", rates)
+    path.write_text(text, encoding="utf-8")
     return path
 
 

@@ -46,6 +46,9 @@ from tests.factories import fresh_postgres_database, require_postgres
 from tests.serving import Gateway, audit_verify, demo_config
 
 LEASE_SECONDS = 2.0  # [writes] lease, short so that recovery is quick
+# The clients send hundreds of writes a minute and resend every key after each kill: what is
+# tested here is crash safety, so the per-principal rate limits are set out of the way.
+UNLIMITED = {kind: "1000000/minute" for kind in ("human", "service", "agent")}
 SWEEP_SECONDS = 2.0  # how often every replica sweeps for actions with an expired lease
 SLACK_SECONDS = 3.0  # scheduling slack on a busy test machine
 REQUEST_TIMEOUT = LEASE_SECONDS + SLACK_SECONDS  # a replay never waits longer than this
@@ -204,14 +207,15 @@ def _environ(estate: DemoEstate, backend: Backend) -> dict[str, str]:
 
 def _config(directory: Path, environ: dict[str, str]) -> tuple[Path, list[str]]:
     """The demo configuration with the short lease; without it, and why, if it is refused."""
-    path = demo_config(directory, writes={"lease": f"{LEASE_SECONDS:g}s"})
+    path = demo_config(directory, writes={"lease": f"{LEASE_SECONDS:g}s"}, rates=UNLIMITED)
     try:
         load_config(path, environ=environ)
     except ConfigError as error:
         if "writes.lease" not in str(error):
             raise
         refused = f"config: [writes] lease = {LEASE_SECONDS:g}s is refused: {error}"
-        return demo_config(directory, writes={}), [f"{refused}; ran on the default lease"]
+        fallback = demo_config(directory, writes={}, rates=UNLIMITED)
+        return fallback, [f"{refused}; ran on the default lease"]
     return path, []
 
 
