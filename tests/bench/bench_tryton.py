@@ -94,8 +94,8 @@ from sources.tryton_estate.server import (
 )
 from tests.bench import unwind_on_sigterm
 from tests.factories import fresh_postgres_database, postgres_reachable, services_for, submit
-from tests.tryton.conftest import PASSWORD, PG_SERVER, USER
-from tests.tryton.estate import tryton_config, tryton_environ
+from tests.tryton.conftest import PG_SERVER
+from tests.tryton.estate import PASSWORD, USER, tryton_config, tryton_environ
 
 PRINCIPAL = "olivia"  # ops-manager: orders and adjustments up to 1000 units apply
 CUSTOMER, SKU = "C-00001", "SKU-1001"

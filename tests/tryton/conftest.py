@@ -13,10 +13,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.services import Services
 from sources.tryton import TrytonRpc
 from sources.tryton_estate.server import (
     TrytonDatabase,
@@ -26,10 +28,9 @@ from sources.tryton_estate.server import (
     seeded_postgres_template,
 )
 from tests.factories import require_postgres
+from tests.tryton.estate import PASSWORD, USER, governed_tryton
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/"
-PASSWORD = "gatehouse-test-secret"
-USER = "gatehouse"
 
 ServerFactory = Callable[..., TrytonServer]
 
@@ -136,3 +137,19 @@ def stub_tryton() -> Iterator[StubTryton]:
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+@pytest.fixture
+def server(tryton_servers: ServerFactory) -> TrytonServer:
+    """A trytond process of the test's own over the module's database."""
+    return tryton_servers()
+
+
+@pytest.fixture
+async def governed(
+    server: TrytonServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Services]:
+    """The gateway's services over the Tryton estate on `server`, started."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}"
+    async with governed_tryton(server, url, monkeypatch) as services:
+        yield services

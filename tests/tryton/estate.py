@@ -13,7 +13,9 @@ from gateway.demo import TRYTON_CONFIG_TEMPLATE, key_hashes, new_keys
 from gateway.services import Services
 from sources.tryton_estate.server import TrytonServer
 from tests.factories import services_for
-from tests.tryton.conftest import PASSWORD, USER
+
+PASSWORD = "gatehouse-test-secret"  # the seeded gateway user's, in every test database
+USER = "gatehouse"
 
 
 def tryton_environ(server: TrytonServer, url: str | None = None) -> dict[str, str]:

@@ -4,34 +4,14 @@ at what it changed relative to before)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from gateway.actions.store import Status
 from gateway.services import Services
 from sources.errors import SourceConflict
-from sources.tryton_estate.server import TrytonServer
 from tests.factories import submit
-from tests.tryton.conftest import ServerFactory
-from tests.tryton.estate import governed_tryton
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def server(tryton_servers: ServerFactory) -> TrytonServer:
-    return tryton_servers()
-
-
-@pytest.fixture
-async def governed(
-    server: TrytonServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Services]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}"
-    async with governed_tryton(server, url, monkeypatch) as services:
-        yield services
 
 
 async def on_hand(services: Services, sku: str) -> int:

@@ -3,7 +3,6 @@ creating a sale and confirming it, recovery that finds each action's own effect 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,26 +16,11 @@ from sources.tryton_estate.actions.orders import PlaceOrder
 from sources.tryton_estate.actions.tryton import mark
 from sources.tryton_estate.server import TrytonServer
 from tests.factories import as_principal, left_in_flight, live_server, submit
-from tests.tryton.conftest import ServerFactory
 from tests.tryton.estate import governed_tryton
 
 pytestmark = pytest.mark.postgres
 
 PLACE = {"customer_id": "C-00006", "lines": [{"sku": "SKU-1003", "quantity": 4}]}
-
-
-@pytest.fixture
-def server(tryton_servers: ServerFactory) -> TrytonServer:
-    return tryton_servers()
-
-
-@pytest.fixture
-async def governed(
-    server: TrytonServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Services]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}"
-    async with governed_tryton(server, url, monkeypatch) as services:
-        yield services
 
 
 async def sales_marked(services: Services, action_id: str) -> list[str]:

@@ -4,9 +4,7 @@ path, against a real Tryton on PostgreSQL. SO-00001 is C-00002's order; its invo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,26 +12,9 @@ import pytest
 from gateway.actions.store import Status
 from gateway.services import Services
 from sources.tryton_estate.actions.ledger import credit_note_values
-from sources.tryton_estate.server import TrytonServer
 from tests.factories import submit
-from tests.tryton.conftest import ServerFactory
-from tests.tryton.estate import governed_tryton
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def server(tryton_servers: ServerFactory) -> TrytonServer:
-    return tryton_servers()
-
-
-@pytest.fixture
-async def governed(
-    server: TrytonServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Services]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}"
-    async with governed_tryton(server, url, monkeypatch) as services:
-        yield services
 
 
 async def outstanding(services: Services, customer: str = "C-00002") -> Decimal:

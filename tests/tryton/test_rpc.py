@@ -20,7 +20,8 @@ from sources.errors import (
 )
 from sources.tryton import TrytonRpc
 from sources.tryton_estate.server import TrytonServer
-from tests.tryton.conftest import PASSWORD, ServerFactory, StubTryton, rpc_for
+from tests.tryton.conftest import ServerFactory, StubTryton, rpc_for
+from tests.tryton.estate import PASSWORD
 
 pytestmark = pytest.mark.postgres
 
