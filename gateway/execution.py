@@ -154,8 +154,7 @@ class Execution:
         return Freshness(
             system=contract.source,
             fetched_at=self._outcomes.clock(),
-            source_updated_at=record.updated_at,
-            version=record.version,
+            record=record,
             cached=False,
             sla=Sla(contract.warn_after, contract.error_after),
         )

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from sources.records import Record
+
 
 class FreshnessStatus(StrEnum):
     """Where an answer stands against its SLA."""
@@ -35,11 +37,20 @@ class Freshness:
 
     system: str
     fetched_at: datetime
-    source_updated_at: datetime | None
-    version: str
+    record: Record
     cached: bool
     sla: Sla
     error: str | None = None
+
+    @property
+    def source_updated_at(self) -> datetime | None:
+        """The record's own last-modified time in its system, when it keeps one."""
+        return self.record.updated_at
+
+    @property
+    def version(self) -> str:
+        """The record's version: what a write names as the version it saw."""
+        return self.record.version
 
     def age_seconds(self, now: datetime) -> float:
         """Seconds since the gateway read this from its system of record."""

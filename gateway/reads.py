@@ -2,11 +2,15 @@
 
     get_many(entity, keys, max_age)
       1. cached entries young enough for max_age (or the entity's cache TTL) are served
+         (`cached` answers one such key without awaiting anything)
       2. the rest are read from the system of record in one round-trip, and cached; a
-         transport failure or timeout is tried again (jittered backoff, a few attempts)
+         transport failure or timeout is tried again (jittered backoff, a few attempts).
+         A key already being read, for any request, joins that read (single flight): however
+         many requests miss or outlive one record at once, its source is asked once
       3. if the system fails, each key's last good value is served STALE with the error;
          a key with nothing cached gets SourceFailed, naming the source (while the source's
-         breaker is open, that is at once, without calling it)
+         breaker is open, that is at once, without calling it); every request that joined
+         the read gets the same, and the next miss reads again
 
 A record that breaks its contract (a required field missing, a number out of its range)
 fails the read with SOURCE_DATA_ERROR naming the field, and is never cached.
@@ -17,10 +21,12 @@ cache with every record they return.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cachetools import TTLCache
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -55,10 +61,7 @@ class EntryPage:
     has_next_page: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    record: Record
-    fetched_at: datetime
+Served = Entry | SourceFailed | None  # an entry, its source's failure, or no such record
 
 
 class Reads:
@@ -78,10 +81,13 @@ class Reads:
         self._read_retry = read_retry or {}  # by source; the defaults where one is not named
         self._clock = clock
         self._on_lookup = on_lookup  # (entity, hit): for the cache metrics
-        self._caches: dict[str, TTLCache[str, _Cached]] = {
+        # Each record as a later request is served it from cache: built once, when read.
+        self._caches: dict[str, TTLCache[str, Entry]] = {
             name: TTLCache(maxsize=cfg.cache_size, ttl=cfg.keep_stale_for, timer=self._timestamp)
             for name, cfg in entities.items()
         }
+        # The read under way for each (entity, key): whoever else misses the key awaits it.
+        self._flights: dict[tuple[str, str], asyncio.Task[dict[str, Served]]] = {}
 
     def _timestamp(self) -> float:
         return self._clock().timestamp()
@@ -99,34 +105,63 @@ class Reads:
 
     async def get_many(
         self, entity: str, keys: Sequence[str], *, max_age: float | None = None
-    ) -> list[Entry | SourceFailed | None]:
+    ) -> list[Served]:
         """Entries for `keys` in order: cache first, the rest in one round-trip."""
         check_max_age(max_age)
-        limit = self._entities[entity].ttl if max_age is None else max_age
-        cache = self._caches[entity]
-        now = self._clock()
-        served: dict[str, Entry | SourceFailed | None] = {}
+        served: dict[str, Served] = {}
         for key in keys:
-            hit = cache.get(key)
-            # maxAge 0 means "read through", even for a value fetched this very instant.
-            if hit is not None and limit > 0 and (now - hit.fetched_at).total_seconds() <= limit:
-                served[key] = self._entry(entity, hit, cached=True)
+            if (hit := self._young(entity, key, max_age)) is not None:
+                served[key] = hit
         missing = [key for key in dict.fromkeys(keys) if key not in served]
         for key in keys:
             self._on_lookup(entity, key in served)
         if missing:
-            served |= await self._read_through(entity, missing)
+            served |= await self._fetch(entity, missing)
         return [served[key] for key in keys]
 
-    async def _read_through(
-        self, entity: str, keys: list[str]
-    ) -> dict[str, Entry | SourceFailed | None]:
+    def cached(self, entity: str, key: str, *, max_age: float | None = None) -> Entry | None:
+        """The cached entry of `key` when it is young enough for `max_age`, else None (and
+        then `get_many` reads it); counted as a cache hit when there is one."""
+        check_max_age(max_age)
+        hit = self._young(entity, key, max_age)
+        if hit is not None:
+            self._on_lookup(entity, True)
+        return hit
+
+    def _young(self, entity: str, key: str, max_age: float | None) -> Entry | None:
+        limit = self._entities[entity].ttl if max_age is None else max_age
+        hit = self._caches[entity].get(key)
+        # maxAge 0 means "read through", even for a value fetched this very instant.
+        if hit is None or limit <= 0:
+            return None
+        return hit if hit.freshness.age_seconds(self._clock()) <= limit else None
+
+    async def _fetch(self, entity: str, keys: list[str]) -> dict[str, Served]:
+        """Read `keys` from the source, joining the reads of keys already under way."""
+        new = [key for key in keys if (entity, key) not in self._flights]
+        if new:
+            flight = asyncio.ensure_future(self._read_through(entity, new))
+            for key in new:
+                self._flights[(entity, key)] = flight
+            flight.add_done_callback(lambda done: self._landed(entity, new, done))
+        flights = {key: self._flights[(entity, key)] for key in keys}
+        # Shielded: a caller that goes away (a cancelled request) leaves the read to the others.
+        for flight in set(flights.values()):
+            await asyncio.shield(flight)
+        return {key: flight.result()[key] for key, flight in flights.items()}
+
+    def _landed(self, entity: str, keys: list[str], flight: asyncio.Task[Any]) -> None:
+        for key in keys:
+            if self._flights.get((entity, key)) is flight:
+                del self._flights[(entity, key)]
+
+    async def _read_through(self, entity: str, keys: list[str]) -> dict[str, Served]:
         try:
             records = await self._retried(entity, lambda c: c.read_many(entity, keys))
         except SourceError as error:
             return {key: self._stand_in(entity, key, error) for key in keys}
         fetched_at = self._clock()
-        result: dict[str, Entry | SourceFailed | None] = {}
+        result: dict[str, Served] = {}
         for key in keys:
             record = records.get(key)
             result[key] = None if record is None else self._remember(entity, record, fetched_at)
@@ -137,7 +172,8 @@ class Reads:
         last_good = self._caches[entity].get(key)
         if last_good is None:
             return SourceFailed(error)
-        return self._entry(entity, last_good, cached=True, error=error.public)
+        failed = dataclasses.replace(last_good.freshness, error=error.public)
+        return dataclasses.replace(last_good, freshness=failed)
 
     async def page(
         self,
@@ -186,7 +222,7 @@ class Reads:
         counts = dict.fromkeys(FreshnessStatus, 0)
         now = self._clock()
         for hit in list(self._caches[entity].values()):
-            counts[self._entry(entity, hit, cached=True).freshness.status(now)] += 1
+            counts[hit.freshness.status(now)] += 1
         return counts
 
     def evict(self, entity: str, keys: Sequence[str]) -> None:
@@ -203,22 +239,14 @@ class Reads:
             cache.clear()
 
     def _remember(self, entity: str, record: Record, fetched_at: datetime) -> Entry:
-        fresh = _Cached(record, fetched_at)
-        self._caches[entity][record.key] = fresh
-        return self._entry(entity, fresh, cached=False)
-
-    def _entry(self, entity: str, hit: _Cached, *, cached: bool, error: str | None = None) -> Entry:
+        """Cache a record just read; the entry that answers this read (not `cached`)."""
         config = self._entities[entity]
-        freshness = Freshness(
-            system=config.source,
-            fetched_at=hit.fetched_at,
-            source_updated_at=hit.record.updated_at,
-            version=hit.record.version,
-            cached=cached,
-            sla=Sla(config.warn_after, config.error_after),
-            error=error,
+        sla = Sla(config.warn_after, config.error_after)
+        fresh = Freshness(config.source, fetched_at, record, cached=False, sla=sla)
+        self._caches[entity][record.key] = Entry(
+            entity, record, dataclasses.replace(fresh, cached=True)
         )
-        return Entry(entity, hit.record, freshness)
+        return Entry(entity, record, fresh)
 
 
 def check_max_age(max_age: float | None) -> None:

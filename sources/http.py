@@ -266,7 +266,9 @@ class HttpConnector:
             data[child.name] = self._children(mapping.name, child, body)
         updated_at = data.get(mapping.updated_at) if mapping.updated_at else None
         version = str(data[mapping.version]) if mapping.version else ""
-        return Record(key=str(data[mapping.key]), data=data, updated_at=updated_at, version=version)
+        return Record(
+            key=str(data[mapping.key]), data=data, updated_at=updated_at, stated_version=version
+        )
 
     def _children(self, entity: str, child: ChildMapping, body: dict[str, Any]) -> list[Any]:
         rows = _at(body, child.at)

@@ -7,10 +7,11 @@ and a `version` that changes whenever the record changes in its system of record
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -45,24 +46,29 @@ class ChildMapping:
     order_by: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Record:
     """One record of an entity as its system of record holds it."""
 
     key: str
     data: Mapping[str, Any]
     updated_at: datetime | None
-    version: str = field(default="")
+    stated_version: str = ""  # the system's own version of the record, when it keeps one
 
-    def __post_init__(self) -> None:
-        if not self.version:
-            object.__setattr__(self, "version", content_version(self.data))
+    @functools.cached_property
+    def version(self) -> str:
+        """The system's version, else a hash of the content: worked out when first asked,
+        since most records of a page are read without it."""
+        return self.stated_version or content_version(self.data)
+
+
+# One encoder for every record: json.dumps with options builds a new one on each call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 def content_version(data: Mapping[str, Any]) -> str:
     """A tag that changes whenever any field of the record changes."""
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+    return hashlib.sha256(_CANONICAL.encode(data).encode()).hexdigest()[:20]
 
 
 class ConversionError(ValueError):

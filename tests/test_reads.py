@@ -336,3 +336,101 @@ async def test_get_record_without_required_key_is_data_error_naming_field(
             await connectors["crm"].close()
     assert (failure.value.code, failure.value.field) == ("SOURCE_DATA_ERROR", "Customer.id")
     assert sum(reads.cache_status("Customer").values()) == 0
+
+
+@contextlib.asynccontextmanager
+async def crm_replying(
+    config: GatewayConfig, *replies: Reply, clock: Clock | None = None
+) -> AsyncIterator[tuple[Reads, Connector]]:
+    """Reads over a CRM that gives `replies` in turn; the CRM's connector, to count calls."""
+    with fake_http(*replies) as url:
+        connectors = build_connectors(with_source(config, "crm", url=url))
+        reads = Reads(entities=config.entities, connectors=connectors, clock=clock or Clock())
+        try:
+            yield reads, connectors["crm"]
+        finally:
+            await connectors["crm"].close()
+
+
+CUSTOMER = {"data": [CUSTOMER_JSON]}
+
+
+async def test_concurrent_misses_of_one_record_make_one_source_read(config: GatewayConfig) -> None:
+    async with crm_replying(config, Reply(body=CUSTOMER, delay=0.3)) as (reads, crm):
+        entries = await asyncio.wait_for(
+            asyncio.gather(*(reads.get("Customer", "C-00001") for _ in range(32))), 10
+        )
+    assert crm.stats.calls == 1
+    assert {entry.record.data["name"] for entry in entries if entry is not None} == {
+        CUSTOMER_JSON["name"]
+    }
+
+
+async def test_concurrent_expiries_of_one_record_make_one_source_read(
+    config: GatewayConfig, clock: Clock
+) -> None:
+    async with crm_replying(
+        config, Reply(body=CUSTOMER), Reply(body=CUSTOMER, delay=0.3), clock=clock
+    ) as (reads, crm):
+        await reads.get("Customer", "C-00001")
+        clock.advance(config.entities["Customer"].ttl + 1)
+        entries = await asyncio.wait_for(
+            asyncio.gather(*(reads.get("Customer", "C-00001") for _ in range(32))), 10
+        )
+    assert crm.stats.calls == 2
+    assert all(entry is not None and entry.freshness.cached is False for entry in entries)
+
+
+async def test_source_failing_under_a_shared_read_gives_every_waiter_stale_then_reads_again(
+    config: GatewayConfig, clock: Clock
+) -> None:
+    failing = Reply(status=503, delay=0.2)
+    async with crm_replying(
+        config, Reply(body=CUSTOMER), failing, failing, failing, Reply(body=CUSTOMER), clock=clock
+    ) as (reads, crm):
+        await reads.get("Customer", "C-00001")
+        clock.advance(5)
+        stale = await asyncio.wait_for(
+            asyncio.gather(*(reads.get("Customer", "C-00001", max_age=0) for _ in range(32))),
+            10,
+        )
+        calls_while_failing = crm.stats.calls - 1
+        again = await reads.get("Customer", "C-00001", max_age=0)
+    assert all(
+        e is not None and e.freshness.status(clock.now) is FreshnessStatus.STALE for e in stale
+    )
+    assert all(e is not None and "crm" in (e.freshness.error or "") for e in stale)
+    # One read, tried again on the transport failure as any read is; never once per waiter.
+    assert 1 <= calls_while_failing <= 3
+    assert again is not None
+    assert again.freshness.error is None
+    assert not again.freshness.cached
+
+
+async def test_source_failing_under_a_shared_read_with_nothing_cached_fails_every_waiter(
+    config: GatewayConfig,
+) -> None:
+    async with crm_replying(config, Reply(status=503, delay=0.2)) as (reads, crm):
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(reads.get("Customer", "C-00001") for _ in range(32)), return_exceptions=True
+            ),
+            10,
+        )
+    assert all(isinstance(r, SourceFailed) and r.source == "crm" for r in results)
+    assert crm.stats.calls <= 3
+
+
+async def test_a_cancelled_reader_leaves_the_shared_read_to_the_others(
+    config: GatewayConfig,
+) -> None:
+    async with crm_replying(config, Reply(body=CUSTOMER, delay=0.3)) as (reads, crm):
+        first = asyncio.ensure_future(reads.get("Customer", "C-00001"))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(reads.get("Customer", "C-00001"))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        entry = await asyncio.wait_for(second, 10)
+    assert entry is not None
+    assert entry.record.data["name"] == CUSTOMER_JSON["name"]
+    assert crm.stats.calls == 1

@@ -19,6 +19,23 @@ _MASKED = {Classification.PII}
 _AUDITED = {Classification.PII, Classification.FINANCIAL}
 
 
+@dataclass(frozen=True, slots=True)
+class View:
+    """What one principal sees of one entity's records, decided once per request.
+
+    Field names are the contract's, a child's as `child.field`, in the contract's order.
+    """
+
+    entity: str
+    masked: tuple[str, ...]  # served null: their classification is not granted
+    audited: tuple[str, ...]  # shown pii or financial fields whose reads by an agent are audited
+
+    @property
+    def inspected(self) -> bool:
+        """Whether a response holding this entity's fields needs looking over afterwards."""
+        return bool(self.masked or self.audited)
+
+
 @dataclass
 class Context(BaseContext):
     """What every resolver reaches through `info.context` (FastAPI fills in the request)."""
@@ -27,11 +44,13 @@ class Context(BaseContext):
     principal: Principal
     channel: str = "graphql"
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
-    masked: list[str] = field(default_factory=list)
+    masked: list[str] = field(default_factory=list)  # paths of masked values in the response
     _loaders: dict[tuple[str, float | None], DataLoader[str, Entry | None]] = field(
         default_factory=dict
     )
     _grants: dict[tuple[str, str], bool] = field(default_factory=dict)
+    _views: dict[str, View] = field(default_factory=dict)
+    inspect: bool = False  # a record with masked or audited fields was served
     classified_reads: set[str] = field(default_factory=set)  # "Entity.field" read by an agent
     mutation_fields: int = 0  # run so far in this request: a batch shares one context
 
@@ -52,14 +71,30 @@ class Context(BaseContext):
         if not self._granted(entity, "read"):
             raise Forbidden(f"{self.principal.id} may not read {entity}")
 
-    def reveal(self, entity: str, field_name: str) -> bool:
-        """`visible`, and note an agent's read of a pii or financial field for the audit."""
-        shown = self.visible(entity, field_name)
-        if shown and self.principal.kind is PrincipalKind.AGENT:
-            classification = self.services.classification(entity, field_name)
-            if classification in _AUDITED:
-                self.classified_reads.add(f"{entity}.{field_name}")
-        return shown
+    def view(self, entity: str) -> View:
+        """The entity's fields this principal is shown masked, and those audited if read."""
+        if entity not in self._views:
+            contract = self.services.config.entities[entity]
+            names = [
+                *contract.fields,
+                *(f"{c}.{f}" for c, child in contract.children.items() for f in child.fields),
+            ]
+            masked = tuple(name for name in names if not self.visible(entity, name))
+            agent = self.principal.kind is PrincipalKind.AGENT
+            audited = tuple(
+                name
+                for name in names
+                if agent
+                and name not in masked
+                and self.services.classification(entity, name) in _AUDITED
+            )
+            self._views[entity] = View(entity, masked, audited)
+        return self._views[entity]
+
+    def served(self, view: View) -> View:
+        """Note that a record of `view`'s entity is in the response; returns the view."""
+        self.inspect = self.inspect or view.inspected
+        return view
 
     def visible(self, entity: str, field_name: str) -> bool:
         """False when the field's classification is masked for this principal."""

@@ -1,17 +1,20 @@
 """The entity types: Customer, InventoryItem, Order, Balance and their sub-records.
 
-Relationships (`Customer.balance`, `Order.customer`, `OrderLine.item`) go through the
+Their plain fields are the record's (see `RecordNode`). Relationships (`Customer.balance`,
+`Order.customer`, `OrderLine.item`) and the root fields by key go through `related`: a
+cached record is answered at once, without scheduling anything; the misses go through the
 request's DataLoaders, so a page of orders costs one round-trip per related entity.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeAlias, TypeVar
 
 import strawberry
 
-from gateway.graphql.context import Info
+from gateway.graphql.context import Context, Info
 from gateway.graphql.types import (
     ChildNode,
     Connection,
@@ -19,13 +22,10 @@ from gateway.graphql.types import (
     Money,
     OrderStatus,
     connection,
-    data_field,
     freshness_field,
     masked_fields_field,
-    money_field,
 )
 from gateway.pagination import page_size
-from gateway.reads import Entry
 
 MaxAge = Annotated[
     float | None,
@@ -33,47 +33,62 @@ MaxAge = Annotated[
 ]
 
 
-async def load(info: Info, entity: str, key: str, max_age: float | None) -> Entry | None:
-    """One entry through the request's loader, after the read check."""
-    info.context.require_read(entity)
-    return await info.context.loader(entity, max_age).load(key)
+NodeT = TypeVar("NodeT", bound=EntityNode)
+Related: TypeAlias = NodeT | Awaitable[NodeT | None] | None
+
+
+def related(info: Info, node: type[NodeT], key: str, max_age: float | None) -> Related[NodeT]:
+    """The record `key` of the node's entity, after the read check: a cache hit young enough
+    for `max_age` at once, a miss through the request's loader (one batch per level)."""
+    context = info.context
+    context.require_read(node.entity)
+    hit = context.services.reads.cached(node.entity, key, max_age=max_age)
+    if hit is not None:
+        return node.of(hit, context)
+    return _loaded(context, node, key, max_age)
+
+
+async def _loaded(
+    context: Context, node: type[NodeT], key: str, max_age: float | None
+) -> NodeT | None:
+    entry = await context.loader(node.entity, max_age).load(key)
+    return None if entry is None else node.of(entry, context)
 
 
 @strawberry.type
 class Contact(ChildNode):
     """A person at the customer."""
 
-    name: str | None = data_field("name")
-    email: str | None = data_field("email")
-    role: str | None = data_field("role")
+    entity = "Customer"
+    prefix = "contacts."
+    name: str | None
+    email: str | None
+    role: str | None
 
 
 @strawberry.type
 class Customer(EntityNode):
     """A customer: contact data from the CRM, joined with its ERP balance and orders."""
 
-    id: strawberry.ID = data_field("id")
-    name: str | None = data_field("name")
-    email: str | None = data_field("email")
-    phone: str | None = data_field("phone")
-    region: str | None = data_field("region")
-    segment: str | None = data_field("segment")
+    entity = "Customer"
+    id: strawberry.ID
+    name: str | None
+    email: str | None
+    phone: str | None
+    region: str | None
+    segment: str | None
     freshness = freshness_field()
     masked_fields = masked_fields_field()
 
     @strawberry.field
     def contacts(self) -> list[Contact]:
         """The people to talk to."""
-        return [
-            Contact(entity_name="Customer", prefix="contacts.", data=c)
-            for c in self.data["contacts"]
-        ]
+        return [Contact.of(self.view, contact) for contact in self.data["contacts"]]
 
-    @strawberry.field
-    async def balance(self, info: Info, max_age: MaxAge = None) -> Balance | None:
+    @strawberry.field(graphql_type="Balance | None")
+    def balance(self, info: Info, max_age: MaxAge = None) -> Related[Balance]:
         """The customer's account in the ERP ledger."""
-        entry = await load(info, "Balance", self.data["id"], max_age)
-        return None if entry is None else Balance(entry=entry)
+        return related(info, Balance, self.data["id"], max_age)
 
     @strawberry.field
     async def orders(
@@ -93,41 +108,43 @@ class Customer(EntityNode):
         page = await info.context.services.reads.page(
             "Order", filters=filters, first=size, after=after
         )
-        return connection(page, lambda entry: Order(entry=entry))  # type: ignore[no-any-return]
+        return connection(page, lambda entry: Order.of(entry, info.context))  # type: ignore[no-any-return]
 
 
 @strawberry.type
 class StockLevel(ChildNode):
     """Stock of one item at one location."""
 
-    location: str = data_field("location")
-    on_hand: int | None = data_field("on_hand")
-    reserved: int | None = data_field("reserved")
-    available: int | None = data_field("available", "On hand less reserved.")
-    reorder_point: int | None = data_field("reorder_point")
-    below_reorder_point: bool | None = data_field("below_reorder_point")
+    entity = "InventoryItem"
+    prefix = "levels."
+    location: str
+    on_hand: int | None
+    reserved: int | None
+    available: int | None = strawberry.field(description="On hand less reserved.")
+    reorder_point: int | None
+    below_reorder_point: bool | None
 
 
 @strawberry.type
 class InventoryItem(EntityNode):
     """A stocked item and its level at each location."""
 
-    sku: strawberry.ID = data_field("sku")
-    name: str | None = data_field("name")
-    description: str | None = data_field("description")
-    active: bool | None = data_field("active")
+    entity = "InventoryItem"
+    sku: strawberry.ID
+    name: str | None
+    description: str | None
+    active: bool | None
     freshness = freshness_field()
     masked_fields = masked_fields_field()
 
-    unit_price: Money | None = money_field("unit_price", "List price per unit.")
+    unit_price: Money | None = strawberry.field(description="List price per unit.")
 
     @strawberry.field
     def levels(self, location: str | None = None) -> list[StockLevel]:
         """Stock per location, or at one location."""
-        rows = self.data["levels"]
         return [
-            StockLevel(entity_name="InventoryItem", prefix="levels.", data=row)
-            for row in rows
+            StockLevel.of(self.view, row)
+            for row in self.data["levels"]
             if location is None or row["location"] == location
         ]
 
@@ -136,27 +153,29 @@ class InventoryItem(EntityNode):
 class OrderLine(ChildNode):
     """One line of an order."""
 
-    line_no: int = data_field("line_no")
-    sku: str = data_field("sku")
-    quantity: int | None = data_field("quantity")
+    entity = "Order"
+    prefix = "lines."
+    line_no: int
+    sku: str
+    quantity: int | None
 
-    unit_price: Money | None = money_field("unit_price", "Price per unit on this order.")
-    line_total: Money | None = money_field("line_total", "Quantity times unit price.")
+    unit_price: Money | None = strawberry.field(description="Price per unit on this order.")
+    line_total: Money | None = strawberry.field(description="Quantity times unit price.")
 
-    @strawberry.field
-    async def item(self, info: Info, max_age: MaxAge = None) -> InventoryItem | None:
+    @strawberry.field(graphql_type="InventoryItem | None")
+    def item(self, info: Info, max_age: MaxAge = None) -> Related[InventoryItem]:
         """The item ordered, as it is now."""
-        entry = await load(info, "InventoryItem", self.data["sku"], max_age)
-        return None if entry is None else InventoryItem(entry=entry)
+        return related(info, InventoryItem, self.data["sku"], max_age)
 
 
 @strawberry.type
 class Order(EntityNode):
     """A sales order in the ERP."""
 
-    id: strawberry.ID = data_field("id")
-    customer_id: str = data_field("customer_id")
-    placed_at: datetime | None = data_field("placed_at")
+    entity = "Order"
+    id: strawberry.ID
+    customer_id: str
+    placed_at: datetime | None
     freshness = freshness_field()
     masked_fields = masked_fields_field()
 
@@ -165,47 +184,45 @@ class Order(EntityNode):
         """Where the order is in its life."""
         return OrderStatus(self.data["status"])
 
-    total: Money | None = money_field("total", "The order total.")
+    total: Money | None = strawberry.field(description="The order total.")
 
     @strawberry.field
     def lines(self) -> list[OrderLine]:
         """The order's lines, in order."""
         currency = self.data["currency"]
         return [
-            OrderLine(entity_name="Order", prefix="lines.", data={**line, "currency": currency})
-            for line in self.data["lines"]
+            OrderLine.of(self.view, {**line, "currency": currency}) for line in self.data["lines"]
         ]
 
-    @strawberry.field
-    async def customer(self, info: Info, max_age: MaxAge = None) -> Customer | None:
+    @strawberry.field(graphql_type="Customer | None")
+    def customer(self, info: Info, max_age: MaxAge = None) -> Related[Customer]:
         """Who placed it, from the CRM."""
-        entry = await load(info, "Customer", self.data["customer_id"], max_age)
-        return None if entry is None else Customer(entry=entry)
+        return related(info, Customer, self.data["customer_id"], max_age)
 
 
 @strawberry.type
 class Balance(EntityNode):
     """A customer's account in the ERP ledger."""
 
-    customer_id: strawberry.ID = data_field("customer_id")
-    currency: str | None = data_field("currency")
+    entity = "Balance"
+    customer_id: strawberry.ID
+    currency: str | None
     freshness = freshness_field()
     masked_fields = masked_fields_field()
 
-    credit_limit: Money | None = money_field("credit_limit", "The most the customer may owe.")
+    credit_limit: Money | None = strawberry.field(description="The most the customer may owe.")
 
-    outstanding: Money | None = money_field(
-        "outstanding", "Invoiced, less payments and credit notes."
+    outstanding: Money | None = strawberry.field(
+        description="Invoiced, less payments and credit notes."
     )
 
-    overdue: Money | None = money_field("overdue", "The part of outstanding past its due date.")
-
-    available_credit: Money | None = money_field(
-        "available_credit", "Credit limit less outstanding."
+    overdue: Money | None = strawberry.field(
+        description="The part of outstanding past its due date."
     )
 
-    @strawberry.field
-    async def customer(self, info: Info, max_age: MaxAge = None) -> Customer | None:
+    available_credit: Money | None = strawberry.field(description="Credit limit less outstanding.")
+
+    @strawberry.field(graphql_type="Customer | None")
+    def customer(self, info: Info, max_age: MaxAge = None) -> Related[Customer]:
         """The customer this account belongs to."""
-        entry = await load(info, "Customer", self.data["customer_id"], max_age)
-        return None if entry is None else Customer(entry=entry)
+        return related(info, Customer, self.data["customer_id"], max_age)

@@ -6,6 +6,7 @@ DocumentCache    parses each document text once
 MutationBudget   at most `max_mutations` mutation fields per request, batches included
 NoIntrospection  refuses `__schema` and `__type` where introspection is off
 ErrorCodes       every error gets `extensions.code`; anything not ours is masked
+ClassifiedFields finds the masked values and the fields an agent read, in the response
 MaskedPaths      lists, in `extensions.masked`, the paths masked by classification
 """
 
@@ -43,6 +44,7 @@ from strawberry.types.graphql import OperationType
 from gateway.audit import AuditEvent
 from gateway.config import LimitsConfig
 from gateway.errors import GatehouseError
+from gateway.graphql.classified import inspect_response
 from gateway.telemetry import current_trace_id, tracer
 
 log = logging.getLogger("gatehouse.graphql")
@@ -261,6 +263,28 @@ def _coded(error: GraphQLError) -> GraphQLError:
         path=error.path,
         extensions={"code": "INTERNAL", "incident": incident},
     )
+
+
+class ClassifiedFields(SchemaExtension):
+    """Once the operation has run: which masked values and audited fields its response holds
+    (gateway/graphql/classified.py), for `MaskedPaths` and `AgentReadAudit`."""
+
+    def on_execute(self) -> Iterator[None]:
+        yield
+        execution = self.execution_context
+        result, document = execution.result, execution.graphql_document
+        if not isinstance(result, GraphQLExecutionResult) or document is None:
+            return
+        operation = get_operation_ast(document, execution.operation_name)
+        if operation is not None:
+            inspect_response(
+                execution.schema,
+                execution.context,
+                operation,
+                _fragments(document.definitions),
+                execution.variables or {},
+                result.data,
+            )
 
 
 class MaskedPaths(SchemaExtension):

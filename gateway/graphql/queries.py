@@ -19,10 +19,11 @@ from gateway.graphql.entities import (
     InventoryItem,
     MaxAge,
     Order,
+    Related,
+    related,
 )
 from gateway.graphql.types import Connection, OrderStatus, connection
 from gateway.pagination import page_size
-from gateway.reads import check_max_age
 from sources.breaker import BreakerState
 from sources.connector import Connector
 from sources.errors import SourceError
@@ -120,14 +121,11 @@ def _size(info: Info, first: int | None) -> int:
 class Query:
     """Reads from the systems of record, each answer with its freshness."""
 
-    @strawberry.field(description="One customer by id; null when there is none.")
-    async def customer(
-        self, info: Info, id: strawberry.ID, max_age: MaxAge = None
-    ) -> Customer | None:
-        check_max_age(max_age)
-        info.context.require_read("Customer")
-        entry = await info.context.loader("Customer", max_age).load(str(id))
-        return None if entry is None else Customer(entry=entry)
+    @strawberry.field(
+        description="One customer by id; null when there is none.", graphql_type=Customer | None
+    )
+    def customer(self, info: Info, id: strawberry.ID, max_age: MaxAge = None) -> Related[Customer]:
+        return related(info, Customer, str(id), max_age)
 
     @strawberry.field(description="Customers, optionally matching a search text.")
     async def customers(
@@ -137,16 +135,15 @@ class Query:
         page = await info.context.services.reads.page(
             "Customer", filters={}, search=search, first=_size(info, first), after=after
         )
-        return connection(page, lambda entry: Customer(entry=entry))  # type: ignore[no-any-return]
+        return connection(page, lambda entry: Customer.of(entry, info.context))  # type: ignore[no-any-return]
 
-    @strawberry.field(description="One item by SKU, with stock per location.")
-    async def inventory_item(
+    @strawberry.field(
+        description="One item by SKU, with stock per location.", graphql_type=InventoryItem | None
+    )
+    def inventory_item(
         self, info: Info, sku: strawberry.ID, max_age: MaxAge = None
-    ) -> InventoryItem | None:
-        check_max_age(max_age)
-        info.context.require_read("InventoryItem")
-        entry = await info.context.loader("InventoryItem", max_age).load(str(sku))
-        return None if entry is None else InventoryItem(entry=entry)
+    ) -> Related[InventoryItem]:
+        return related(info, InventoryItem, str(sku), max_age)
 
     @strawberry.field(
         description="Items, by SKUs and/or stocked at a location; belowReorderPoint: true "
@@ -172,14 +169,11 @@ class Query:
         page = await info.context.services.reads.page(
             "InventoryItem", filters=filters, first=_size(info, first), after=after
         )
-        return connection(page, lambda e: InventoryItem(entry=e))  # type: ignore[no-any-return]
+        return connection(page, lambda e: InventoryItem.of(e, info.context))  # type: ignore[no-any-return]
 
-    @strawberry.field(description="One order by id, with its lines.")
-    async def order(self, info: Info, id: strawberry.ID, max_age: MaxAge = None) -> Order | None:
-        check_max_age(max_age)
-        info.context.require_read("Order")
-        entry = await info.context.loader("Order", max_age).load(str(id))
-        return None if entry is None else Order(entry=entry)
+    @strawberry.field(description="One order by id, with its lines.", graphql_type=Order | None)
+    def order(self, info: Info, id: strawberry.ID, max_age: MaxAge = None) -> Related[Order]:
+        return related(info, Order, str(id), max_age)
 
     @strawberry.field(description="Orders, by customer and/or status, oldest id first.")
     async def orders(
@@ -199,16 +193,15 @@ class Query:
         page = await info.context.services.reads.page(
             "Order", filters=filters, first=_size(info, first), after=after
         )
-        return connection(page, lambda entry: Order(entry=entry))  # type: ignore[no-any-return]
+        return connection(page, lambda entry: Order.of(entry, info.context))  # type: ignore[no-any-return]
 
-    @strawberry.field(description="A customer's account in the ERP ledger.")
-    async def balance(
+    @strawberry.field(
+        description="A customer's account in the ERP ledger.", graphql_type=Balance | None
+    )
+    def balance(
         self, info: Info, customer_id: strawberry.ID, max_age: MaxAge = None
-    ) -> Balance | None:
-        check_max_age(max_age)
-        info.context.require_read("Balance")
-        entry = await info.context.loader("Balance", max_age).load(str(customer_id))
-        return None if entry is None else Balance(entry=entry)
+    ) -> Related[Balance]:
+        return related(info, Balance, str(customer_id), max_age)
 
     @strawberry.field(description="The data contracts: system of record, owner, SLA, fields.")
     def contracts(self, info: Info) -> list[EntityContract]:

@@ -18,6 +18,7 @@ from gateway.config import GraphQLConfig, LimitsConfig
 from gateway.errors import GatehouseError
 from gateway.graphql.extensions import (
     AgentReadAudit,
+    ClassifiedFields,
     ErrorCodes,
     MaskedPaths,
     NoIntrospection,
@@ -102,6 +103,7 @@ def _schema(
             lambda: ValidationCache(maxsize=256),
             *([] if graphql.introspection else [lambda: AddValidationRules([NoIntrospection])]),
             ErrorCodes,
+            ClassifiedFields,
             MaskedPaths,
             AgentReadAudit,
         ],

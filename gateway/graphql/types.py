@@ -1,8 +1,12 @@
 """GraphQL types of the entities, each carrying its freshness.
 
-Entity fields resolve from the record through `data_field`, which masks classified values
-the principal is not granted (null, with the path listed in `extensions.masked` and in the
-object's `maskedFields`), so a masked value is never confused with a real null.
+A record becomes a node once per request (`EntityNode.of`, `ChildNode.of`): its fields are
+copied onto the node through the caller's `View` of the entity, classified values the caller
+is not granted as null, so graphql-core serves every scalar with its default resolver, and
+a record costs one pass rather than a resolver per field. Which masked values a response
+holds (`extensions.masked`, the object's `maskedFields`) is worked out from the response
+afterwards (gateway/graphql/classified.py), so a masked value is never confused with a real
+null.
 """
 
 from __future__ import annotations
@@ -11,45 +15,17 @@ from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import strawberry
+from strawberry.types.base import StrawberryOptional
+from strawberry.types.private import is_private
 
 from gateway import freshness
-from gateway.graphql.context import Info
+from gateway.graphql.context import Context, Info, View
 from gateway.reads import Entry, EntryPage
 
 strawberry.enum(freshness.FreshnessStatus)
-
-
-def _path(info: Info) -> str:
-    return ".".join(str(part) for part in info.path.as_list())
-
-
-def _value(info: Info, entity: str, field: str, data: Mapping[str, Any]) -> Any:
-    if not info.context.reveal(entity, field):
-        info.context.masked.append(_path(info))
-        return None
-    return data[field.rpartition(".")[2]]
-
-
-def data_field(name: str, description: str | None = None) -> Any:
-    """A field read from the record, masked when its classification is not granted."""
-
-    def resolve(root: Any, info: Info) -> Any:
-        return _value(info, root.entity_name, root.prefix + name, root.data)
-
-    return strawberry.field(resolver=resolve, description=description)
-
-
-def money_field(name: str, description: str) -> Any:
-    """An amount field with the record's currency, classified and masked like any other."""
-
-    def resolve(root: Any, info: Info) -> Money | None:
-        amount = _value(info, root.entity_name, root.prefix + name, root.data)
-        return None if amount is None else Money(amount=amount, currency=root.data["currency"])
-
-    return strawberry.field(resolver=resolve, description=description)
 
 
 @strawberry.type
@@ -99,21 +75,62 @@ class Money:
     currency: str
 
 
+class RecordNode:
+    """A GraphQL type whose plain fields are a record's fields (a child's: `prefix` + name)."""
+
+    entity: ClassVar[str]  # the entity whose contract classifies the fields
+    prefix: ClassVar[str] = ""  # "lines." for an order line, "" for the entity itself
+
+    @classmethod
+    def project(cls, view: View, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The node's field values from a record: masked ones null, amounts as Money; a field
+        the estate's contract does not hold (Tryton's customers have no region) is null."""
+        values: dict[str, Any] = {}
+        for name, contract_name, money in record_fields(cls):
+            value = None if contract_name in view.masked else data.get(name)
+            if money and value is not None:
+                value = Money(amount=value, currency=data["currency"])
+            values[name] = value
+        return values
+
+
+_RECORD_FIELDS: dict[type[RecordNode], tuple[tuple[str, str, bool], ...]] = {}
+
+
+def record_fields(cls: type[RecordNode]) -> tuple[tuple[str, str, bool], ...]:
+    """(attribute, contract field, is an amount) of each field of `cls` served from the record:
+    those without a resolver."""
+    if cls not in _RECORD_FIELDS:
+        fields = cls.__strawberry_definition__.fields  # type: ignore[attr-defined]
+        _RECORD_FIELDS[cls] = tuple(
+            (f.python_name, cls.prefix + f.python_name, _is_money(f.type))
+            for f in fields
+            if f.base_resolver is None and not is_private(f.type)
+        )
+    return _RECORD_FIELDS[cls]
+
+
+def _is_money(field_type: object) -> bool:
+    inner = field_type.of_type if isinstance(field_type, StrawberryOptional) else field_type
+    return inner is Money
+
+
 @strawberry.type
-class EntityNode:
-    """Shared by every entity type: the entry it shows, and its freshness."""
+class EntityNode(RecordNode):
+    """Shared by every entity type: the entry it shows, and the caller's view of it."""
 
     entry: strawberry.Private[Entry]
-    prefix: strawberry.Private[str] = ""
+    view: strawberry.Private[View]
 
-    @property
-    def entity_name(self) -> str:
-        """The entity whose contract classifies these fields."""
-        return self.entry.entity
+    @classmethod
+    def of(cls, entry: Entry, context: Context) -> Self:
+        """The node of an entry, as the request's principal may see it."""
+        view = context.served(context.view(entry.entity))
+        return cls(entry=entry, view=view, **cls.project(view, entry.record.data))
 
     @property
     def data(self) -> Mapping[str, Any]:
-        """The record's fields."""
+        """The record's fields, unmasked: for following links, never for answering."""
         return self.entry.record.data
 
 
@@ -129,13 +146,8 @@ def freshness_field() -> Any:
 def masked_fields_field() -> Any:
     """The `maskedFields` field: which of this record's fields were masked for the caller."""
 
-    def resolve(root: EntityNode, info: Info) -> list[str]:
-        contract = info.context.services.config.entities[root.entity_name]
-        names = [
-            *contract.fields,
-            *(f"{c}.{f}" for c, ch in contract.children.items() for f in ch.fields),
-        ]
-        return [name for name in names if not info.context.visible(root.entity_name, name)]
+    def resolve(root: EntityNode) -> list[str]:
+        return list(root.view.masked)
 
     return strawberry.field(
         resolver=resolve, description="Fields masked for you by policy (their value is null)."
@@ -143,12 +155,16 @@ def masked_fields_field() -> Any:
 
 
 @strawberry.type
-class ChildNode:
+class ChildNode(RecordNode):
     """A sub-record (contact, stock level, order line) classified by its parent's contract."""
 
-    entity_name: strawberry.Private[str]
-    prefix: strawberry.Private[str]
-    data: strawberry.Private[Mapping[str, Any]]
+    view: strawberry.Private[View]
+    data: strawberry.Private[Mapping[str, Any]]  # unmasked: for following links
+
+    @classmethod
+    def of(cls, view: View, data: Mapping[str, Any]) -> Self:
+        """The node of a sub-record, through its parent's view."""
+        return cls(view=view, data=data, **cls.project(view, data))
 
 
 @strawberry.enum

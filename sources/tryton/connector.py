@@ -201,7 +201,9 @@ class TrytonConnector:
             data[child.name] = self._children(mapping.name, child, row)
         updated_at = data.get(mapping.updated_at) if mapping.updated_at else None
         version = str(data[mapping.version]) if mapping.version else ""
-        return Record(key=str(data[mapping.key]), data=data, updated_at=updated_at, version=version)
+        return Record(
+            key=str(data[mapping.key]), data=data, updated_at=updated_at, stated_version=version
+        )
 
     def _children(self, entity: str, child: ChildMapping, row: dict[str, Any]) -> list[Any]:
         where = f"{entity}.{child.name}"
