@@ -901,7 +901,7 @@ def build_server(services: Callable[[], Services], principal_of: PrincipalOf) ->
         except ValidationError as exc:
             return _argument_errors(exc)
         try:
-            current.rates.charge(principal)  # one tool call, one operation
+            await current.rates.charge(principal)  # one tool call, one operation
             return await tool.run(Call(current, principal), args)
         except GatehouseError as exc:
             hint, next_step = _ADVICE.get(exc.code, (None, "See the message."))

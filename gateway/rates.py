@@ -1,8 +1,9 @@
 """Per-principal rate limits, counted in GraphQL operations rather than HTTP requests.
 
 A batch of twenty operations costs twenty; an MCP tool call costs one. The windows are
-`limits`' moving windows in this process's memory, one set of limits per principal kind
-(`[limits.rate]`); behind several replicas each replica counts its own.
+`limits`' sliding window counters in this process's memory (a moving window's answer, at a
+cost that does not grow with the limit), one set of limits per principal kind
+(`[limits.rate]`); behind several replicas or workers each one counts its own.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from gateway.config import PrincipalKind, RateLimits
 from gateway.errors import RateLimited
@@ -37,20 +38,23 @@ class Rates:
             ]
             for kind in PrincipalKind
         }
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        # The asyncio storage expires its counters in a task of the loop, where the threaded
+        # one starts a timer thread every few milliseconds under load.
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
 
-    def charge(self, principal: Principal, operations: int = 1) -> None:
+    async def charge(self, principal: Principal, operations: int = 1) -> None:
         """Count `operations` against the principal's limits; RateLimited if any is spent.
 
         A refused request is not charged: it ran nothing.
         """
         limits = self._limits[principal.kind]
         for limit in limits:
-            if not self._limiter.test(limit.item, principal.id, cost=operations):
-                raise RateLimited(limit.setting, str(limit.item), self._wait(limit, principal))
+            if not await self._limiter.test(limit.item, principal.id, cost=operations):
+                wait = await self._wait(limit, principal)
+                raise RateLimited(limit.setting, str(limit.item), wait)
         for limit in limits:
-            self._limiter.hit(limit.item, principal.id, cost=operations)
+            await self._limiter.hit(limit.item, principal.id, cost=operations)
 
-    def _wait(self, limit: _Limit, principal: Principal) -> int:
-        stats = self._limiter.get_window_stats(limit.item, principal.id)
+    async def _wait(self, limit: _Limit, principal: Principal) -> int:
+        stats = await self._limiter.get_window_stats(limit.item, principal.id)
         return max(1, math.ceil(stats.reset_time - time.time()))

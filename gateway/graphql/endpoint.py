@@ -38,7 +38,7 @@ class GraphQLEndpoint(GraphQLRouter[Context, None]):
         batch = isinstance(request_data, list)
         operations = len(request_data) if isinstance(request_data, list) else 1
         try:
-            context.services.rates.charge(context.principal, operations)
+            await context.services.rates.charge(context.principal, operations)
         except RateLimited as exc:
             log.info("rate limited", extra={"code": exc.code, "limit": exc.limit})
             sub_response.status_code = exc.status
