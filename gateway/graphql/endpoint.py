@@ -1,5 +1,5 @@
 """The GraphQL endpoint: Strawberry's router, charging every operation of a request to the
-caller's rate limit before any of them runs.
+caller's rate limit before any of them runs, and writing its answers with orjson.
 
     POST /graphql  -> charge the operations (429 and Retry-After when spent) -> Strawberry
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import orjson
 from cross_web import AsyncHTTPRequestAdapter
 from graphql import GraphQLError
 from starlette.requests import Request
@@ -24,6 +25,11 @@ log = logging.getLogger("gatehouse.graphql")
 
 class GraphQLEndpoint(GraphQLRouter[Context, None]):
     """Strawberry's FastAPI router, rate limited per principal in operations."""
+
+    def encode_json(self, data: object) -> bytes:
+        """The response body: an answer holds only JSON's own types (scalars are serialized
+        by then), which orjson writes several times faster than the standard library."""
+        return orjson.dumps(data)
 
     async def execute_operation(
         self,
