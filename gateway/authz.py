@@ -197,24 +197,29 @@ class Policy:
             enforcer.add_role_for_user(principal.id, role)
 
     def could_ever(self, principal: Principal, obj: str, act: str) -> bool:
-        """Whether some input could get this request past a deny (allow or review).
+        """Whether some input could get this request past a deny (allow or review)."""
+        rules = self.rules_for(principal, obj, act)
+        return any(not rule.outcome.startswith(Outcome.DENY.value) for rule in rules)
 
-        Rules are read in order, as the enforcer does: an unconditional deny that applies
-        shadows every later rule; a conditional one might not match, so reading goes on.
+    def rules_for(self, principal: Principal, obj: str, act: str) -> list[Rule]:
+        """The rules that can decide this principal's requests, in the order they are read.
+
+        As the enforcer reads them: an unconditional rule that applies ends the list, since
+        no later rule is ever reached; a conditional one might not match, so reading goes on.
         """
         with self._lock:
             self._ensure_kind_role(principal)
             enforcer = self._rules.enforcer
             subjects = {principal.id, *enforcer.get_implicit_roles_for_user(principal.id)}
             rules = self._rules.candidates(obj, act)
+        applying: list[Rule] = []
         for rule in rules:
             if rule.sub not in subjects:
                 continue
-            if not rule.outcome.startswith(Outcome.DENY.value):
-                return True
+            applying.append(rule)
             if rule.cond.strip() == "True":
-                return False
-        return False
+                break
+        return applying
 
     def can_read(self, principal: Principal, entity: str) -> bool:
         """May this principal read the entity at all?"""

@@ -26,11 +26,13 @@ from graphql.error import GraphQLSyntaxError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.types.graphql import OperationType as StrawberryOperation
 
+from gateway import mcp_resources
 from gateway.actions.store import Status
 from gateway.catalog import Catalog
 from gateway.errors import GatehouseError, Unauthenticated
@@ -58,7 +60,9 @@ INSTRUCTIONS = (
     "dry_run runs every step but the write; expected_version (the target record's "
     "freshness.version) turns a change you never saw into CONFLICT. "
     "Every result has `status`, `next_step` and `hint`: retry_with_new_key, "
-    "reread_then_retry, wait_for_approval, call_retry_action or stop."
+    "reread_then_retry, wait_for_approval, call_retry_action or stop.\n"
+    "Resources: gatehouse://contracts (systems of record, owners, SLAs, classifications) and "
+    "gatehouse://policy/me (what you may read and write, under which limits, who approves)."
 )
 FRESHNESS = (
     "freshness { system fetchedAt sourceUpdatedAt ageSeconds version status cached error "
@@ -907,6 +911,19 @@ def build_server(services: Callable[[], Services], principal_of: PrincipalOf) ->
             hint, next_step = _ADVICE.get(exc.code, (None, "See the message."))
             return refusal(exc.code, exc.message, hint, next_step)
 
+    async def list_resources(
+        context: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=mcp_resources.LISTING)
+
+    async def read_resource(
+        context: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        current, principal, _ = visible(context)
+        if principal is None:
+            raise MCPError(code=-32001, message="Authenticate first.")
+        return mcp_resources.read(current, principal, str(params.uri))
+
     def input_schema(name: str) -> dict[str, Any] | None:
         tool = tools(services().catalog).get(name)
         return None if tool is None else tool.args.model_json_schema()
@@ -917,6 +934,8 @@ def build_server(services: Callable[[], Services], principal_of: PrincipalOf) ->
         instructions=INSTRUCTIONS,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_read_resource=read_resource,
         get_tool_input_schema=input_schema,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +15,8 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import TextResourceContents
 
 from gateway.app import create_app
 from gateway.demo import CONFIG_TEMPLATE, DemoEstate
@@ -438,3 +441,57 @@ async def test_tools_list_of_each_demo_agent_fits_in_8_kb(
     print(f"tools/list of {principal}: {tools} tools, {size} bytes")
     assert len(listed.tools) == tools
     assert size <= 8 * 1024
+
+
+async def _resource(client: Client, uri: str) -> Any:
+    result = await client.read_resource(uri)
+    (content,) = result.contents
+    assert isinstance(content, TextResourceContents)
+    assert content.mime_type == "application/json"
+    return json.loads(content.text)
+
+
+async def test_contracts_and_effective_policy_are_resources(
+    server: LiveServer, estate: DemoEstate
+) -> None:
+    async with agent(server, estate.keys["support-bot"]) as client:
+        listed = {str(r.uri) for r in (await client.list_resources()).resources}
+        assert listed == {"gatehouse://contracts", "gatehouse://policy/me"}
+        contracts = await _resource(client, "gatehouse://contracts")
+        policy = await _resource(client, "gatehouse://policy/me")
+
+    email = contracts["Customer"]["fields"]["email"]
+    assert (email["classification"], contracts["Customer"]["system"]) == ("pii", "crm")
+    assert contracts["InventoryItem"]["fields"]["levels.on_hand"]["min"] == "0"
+
+    assert policy["principal"] == {
+        "id": "support-bot",
+        "kind": "agent",
+        "on_behalf_of": "sam",
+        "roles": ["support-agent"],
+    }
+    assert set(policy["reads"]) == {"Customer", "InventoryItem", "Order", "Balance"}
+    assert {"email", "phone", "contacts.email"} <= set(policy["reads"]["Customer"]["masked"])
+    assert policy["reads"]["Balance"]["masked"] == []
+    # Agents may never record payments: the tool is not theirs, nor is it in their policy.
+    assert "recordPayment" not in policy["writes"]
+    credit = policy["writes"]["issueCreditNote"]
+    assert [(r["when"], r["outcome"], r["rule"]) for r in credit["rules"]] == [
+        ("amount <= 50", "allow", "SUPPORT_SMALL_CREDIT"),
+        ("amount > 50", "review", "SUPPORT_CREDIT_REVIEW"),
+    ]
+    assert {a["id"] for a in credit["approvers"]} == {"olivia", "finn"}
+    assert policy["rate_limit"] == "300/minute"
+
+
+async def test_effective_policy_follows_the_caller(server: LiveServer, estate: DemoEstate) -> None:
+    async with agent(server, estate.keys["restock-bot"]) as client:
+        policy = await _resource(client, "gatehouse://policy/me")
+        with pytest.raises(MCPError) as unknown:
+            await client.read_resource("gatehouse://nothing")
+    assert set(policy["reads"]) == {"InventoryItem"}
+    assert set(policy["writes"]) == {"adjustInventory"}
+    rules = policy["writes"]["adjustInventory"]["rules"]
+    assert [r["outcome"] for r in rules] == ["deny", "allow", "review"]
+    assert rules[0]["when"] == "quantity > 5000"
+    assert "gatehouse://nothing" in str(unknown.value)
