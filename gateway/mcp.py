@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.types.graphql import OperationType as StrawberryOperation
 
+from gateway import mcp_follow as follow
 from gateway import mcp_resources
 from gateway.actions.store import Status
 from gateway.catalog import Catalog
@@ -196,6 +197,7 @@ class WriteOutput(BaseModel):
     diff: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     history: list[HistoryEvent] = []
+    follow: str | None = None  # the action's resource: listen for its updates
     next_step: str = ""
     hint: Hint | None = None
 
@@ -610,7 +612,7 @@ _NEXT: dict[Status, tuple[str, Hint | None]] = {
     Status.APPLIED: ("Applied. Read the record again to see its new state and version.", None),
     Status.PENDING_APPROVAL: (
         "Not applied yet: a human must approve it ({approvers}). Do not send it again; "
-        "follow it with get_action(action_id).",
+        "listen for updates of its resource ({follow}), or call get_action(action_id).",
         "wait_for_approval",
     ),
     Status.DRY_RUN: (
@@ -691,6 +693,7 @@ def write_output(result: WriteResult, history: Sequence[HistoryEvent] = ()) -> W
         "owner": "your owner",
         "error": problems,
         "action_id": "",
+        "follow": "",
     }
     if action is not None:
         facts |= {
@@ -701,6 +704,7 @@ def write_output(result: WriteResult, history: Sequence[HistoryEvent] = ()) -> W
             "owner": action.on_behalf_of or "your owner",
             "error": action.error or problems,
             "action_id": action.id,
+            "follow": follow.action_uri(action.id),
         }
     output = WriteOutput(
         status=result.status.value,
@@ -724,6 +728,7 @@ def write_output(result: WriteResult, history: Sequence[HistoryEvent] = ()) -> W
             ),
             "diff": _diff(action.diff, result),
             "result": action.result,
+            "follow": follow.action_uri(action.id),
         }
     )
 
@@ -876,6 +881,7 @@ PrincipalOf = Callable[[ServerRequestContext[Any]], Principal | None]
 
 def build_server(services: Callable[[], Services], principal_of: PrincipalOf) -> Server[Any]:
     """The MCP server; `principal_of` says who is calling (from HTTP headers or stdio env)."""
+    feed = follow.ActionFeed(services)
 
     def visible(
         context: ServerRequestContext[Any],
@@ -916,13 +922,29 @@ def build_server(services: Callable[[], Services], principal_of: PrincipalOf) ->
     ) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=mcp_resources.LISTING)
 
+    async def list_resource_templates(
+        context: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=[follow.TEMPLATE])
+
     async def read_resource(
         context: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         current, principal, _ = visible(context)
         if principal is None:
             raise MCPError(code=-32001, message="Authenticate first.")
-        return mcp_resources.read(current, principal, str(params.uri))
+        uri = str(params.uri)
+        if (action := follow.action_id(uri)) is not None:
+            answer = await _get_action(Call(current, principal), ActionArgs(action_id=action))
+            if answer.structured_content and answer.structured_content["status"] == "NOT_FOUND":
+                raise MCPError(code=-32002, message=f"No action {action} of yours.")
+            text = json.dumps(answer.structured_content)
+            return types.ReadResourceResult(
+                contents=[
+                    types.TextResourceContents(uri=uri, mime_type="application/json", text=text)
+                ]
+            )
+        return mcp_resources.read(current, principal, uri)
 
     def input_schema(name: str) -> dict[str, Any] | None:
         tool = tools(services().catalog).get(name)
@@ -935,7 +957,9 @@ def build_server(services: Callable[[], Services], principal_of: PrincipalOf) ->
         on_list_tools=list_tools,
         on_call_tool=call_tool,
         on_list_resources=list_resources,
+        on_list_resource_templates=list_resource_templates,
         on_read_resource=read_resource,
+        on_subscriptions_listen=feed.listen,
         get_tool_input_schema=input_schema,
     )
 

@@ -259,3 +259,13 @@ async def count_by_status(connection: AsyncConnection) -> dict[str, int]:
     """How many actions are in each status."""
     query = select(actions.c.status, func.count()).group_by(actions.c.status)
     return {row[0]: int(row[1]) for row in await connection.execute(query)}
+
+
+async def changed_since(connection: AsyncConnection, since: datetime) -> list[tuple[str, datetime]]:
+    """(id, updated_at) of the actions changed at or after `since`, oldest change first."""
+    query = (
+        select(actions.c.id, actions.c.updated_at)
+        .where(actions.c.updated_at >= since)
+        .order_by(actions.c.updated_at)
+    )
+    return [(row.id, row.updated_at) for row in await connection.execute(query)]
