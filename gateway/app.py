@@ -42,6 +42,7 @@ from gateway.mcp import BearerGate, http_transport
 from gateway.metrics import Metrics
 from gateway.moves import Moves
 from gateway.nesting import NestingLimit
+from gateway.oauth import metadata_routes
 from gateway.outcomes import Outcomes
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator, Principal
@@ -201,9 +202,10 @@ async def authenticate(
 ) -> Principal:
     """The caller, or 401 with no data."""
     try:
-        return services.authenticator.authenticate(authorization)
+        return await services.authenticator.verify(authorization)
     except Unauthenticated as exc:
-        raise HTTPException(401, exc.message, headers={"WWW-Authenticate": "Bearer"}) from exc
+        challenge = services.authenticator.challenge(authorization)
+        raise HTTPException(401, exc.message, headers={"WWW-Authenticate": challenge}) from exc
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
@@ -289,4 +291,6 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
     # Starlette serves a class instance as a raw ASGI app (a Mount would redirect to /mcp/).
     app.add_route("/mcp", gate, methods=["GET", "POST", "DELETE"])  # type: ignore[arg-type]
     app.include_router(console_router(), prefix="/console")
+    if config.auth.oauth is not None:  # RFC 9728 metadata: how to get a token for /mcp
+        app.router.routes.extend(metadata_routes(config.auth.oauth))
     return app

@@ -34,9 +34,11 @@ from casbin.util import escape_assertion, key_match
 from casbin.util.builtin_operators import generate_g_function
 from simpleeval import EvalWithCompoundTypes  # type: ignore[import-untyped]  # no types shipped
 
+from gateway.oauth import SCOPES
 from gateway.principals import Principal
 
 DEFAULT_DENY = "DEFAULT_DENY"
+OUT_OF_SCOPE = "OUT_OF_SCOPE"  # an OAuth token whose scopes leave out the act
 
 # The matcher and effect `decide` evaluates, as Casbin normalizes them from model.conf.
 MATCHER = "g(r_sub.id, p_sub) && keyMatch(r_obj, p_obj) && r_act == p_act && eval(p_cond)"
@@ -172,7 +174,10 @@ class Policy:
     def decide(
         self, principal: Principal, obj: str, act: str, inp: Mapping[str, Any] | None = None
     ) -> Decision:
-        """Decide one request; no matching rule is a deny."""
+        """Decide one request; no matching rule, or an act the token's scopes omit, is a deny."""
+        if not principal.permits(act):
+            reason = f"The token's scopes do not include {SCOPES.get(act, act)}"
+            return Decision(Outcome.DENY, OUT_OF_SCOPE, reason, self.version)
         subject = SimpleNamespace(
             **principal.attributes, id=principal.id, kind=principal.kind.value
         )
@@ -198,6 +203,8 @@ class Policy:
 
     def could_ever(self, principal: Principal, obj: str, act: str) -> bool:
         """Whether some input could get this request past a deny (allow or review)."""
+        if not principal.permits(act):
+            return False
         rules = self.rules_for(principal, obj, act)
         return any(not rule.outcome.startswith(Outcome.DENY.value) for rule in rules)
 

@@ -231,12 +231,55 @@ class PrincipalConfig(Strict):
         return self
 
 
+def _http_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise ValueError(f"'{value}' is not an http(s) URL without query or fragment")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class OAuthConfig(Strict):
+    """An OAuth 2.1 resource server (gateway/oauth.py): bearer JWTs from these authorization
+    servers, for this resource, mapped to configured principals."""
+
+    resource: HttpUrl  # this gateway's resource URI, the tokens' audience: https://host/mcp
+    authorization_servers: list[HttpUrl] = Field(min_length=1)  # their issuer identifiers
+    # An issuer's JWKS URL, where it is not found by RFC 8414 discovery.
+    jwks_uris: dict[str, HttpUrl] = {}
+    # A token's `sub`, or else its `client_id`, -> the configured principal it acts as.
+    principals: dict[str, str] = Field(min_length=1)
+    algorithms: list[str] = ["RS256", "PS256", "ES256", "EdDSA"]
+    leeway: Seconds = 30.0  # clock skew allowed on exp, nbf and iat
+    # A token naming a key not held fetches the JWKS again, at most this often.
+    jwks_min_refresh: Seconds = 10.0
+    jwks_max_age: Seconds = 3600.0  # keys are fetched again once this old
+    resource_name: str = "Gatehouse"
+
+    @model_validator(mode="after")
+    def _check(self) -> OAuthConfig:
+        for issuer in self.jwks_uris:
+            if issuer not in self.authorization_servers:
+                raise ValueError(f"jwks_uris: '{issuer}' is not one of authorization_servers")
+        for url in [*self.authorization_servers, *self.jwks_uris.values()]:
+            # Keys fetched over plain HTTP could be anyone's; loopback is for tests and demos.
+            if not re.match(r"https://|http://(localhost|127\.0\.0\.1|\[::1\])[:/]", url + "/"):
+                raise ValueError(f"'{url}': authorization servers and keys are fetched over https")
+        if "none" in {a.lower() for a in self.algorithms} or any(
+            a.startswith("HS") for a in self.algorithms
+        ):
+            raise ValueError("algorithms: only asymmetric ones; the keys are public")
+        return self
+
+
 class AuthConfig(Strict):
-    """Optional JWT verification (the secret comes from GATEHOUSE_JWT_SECRET)."""
+    """Optional JWT verification (the secret comes from GATEHOUSE_JWT_SECRET), and OAuth."""
 
     jwt_algorithms: list[str] = ["HS256"]
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    oauth: OAuthConfig | None = None
 
 
 class PolicyConfig(Strict):
@@ -330,6 +373,9 @@ class GatewayConfig(Strict):
             _check_entity(name, entity, self.sources)
         for name, principal in self.principals.items():
             _check_principal(name, principal, self.principals)
+        for claim, name in (self.auth.oauth.principals if self.auth.oauth else {}).items():
+            if name not in self.principals:
+                raise ValueError(f"auth.oauth.principals.{claim}: no principal named '{name}'")
         for name, action in self.actions.items():
             if action.source not in self.sources:
                 raise ValueError(f"actions.{name}.source: no source named '{action.source}'")

@@ -997,7 +997,8 @@ def _argument_errors(exc: ValidationError) -> types.CallToolResult:
 
 
 class BearerGate:
-    """Refuses /mcp requests without a valid API key with 401, before any MCP handling."""
+    """Refuses /mcp requests without a valid API key or OAuth token with 401, before any MCP
+    handling; the 401 names the protected resource metadata when OAuth is configured."""
 
     def __init__(self, app: ASGIApp, authenticator: Callable[[], Authenticator]) -> None:
         self.app = app
@@ -1005,17 +1006,20 @@ class BearerGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1") or None
+            authenticator = self.authenticator()
             try:
-                self.authenticator().authenticate(header or None)
+                principal = await authenticator.verify(header)
             except Unauthenticated as exc:
                 response = JSONResponse(
                     {"error": "unauthenticated", "message": exc.message},
                     status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
+                    headers={"WWW-Authenticate": authenticator.challenge(header)},
                 )
                 await response(scope, receive, send)
                 return
+            # The MCP handler's request shares this scope: it reads the caller from here.
+            scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
 
@@ -1026,6 +1030,8 @@ def http_transport(services: Callable[[], Services]) -> StreamableHTTPSessionMan
         request = context.request
         if request is None:
             return None
+        if isinstance(found := getattr(request.state, "principal", None), Principal):
+            return found
         try:
             return services().authenticator.authenticate(request.headers.get("authorization"))
         except Unauthenticated:

@@ -10,6 +10,7 @@ import jwt
 
 from gateway.config import AuthConfig, PrincipalConfig, PrincipalKind
 from gateway.errors import Unauthenticated
+from gateway.oauth import SCOPES, OAuth
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,12 @@ class Principal:
     on_behalf_of: str | None = None
     attributes: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     credential: str = "api_key"
+    # An OAuth token's scopes, which narrow what policy allows (oauth.SCOPES); None: no narrowing.
+    scopes: frozenset[str] | None = None
+
+    def permits(self, act: str) -> bool:
+        """Whether this credential's scopes leave room for the act (the policy still decides)."""
+        return self.scopes is None or SCOPES.get(act, "") in self.scopes
 
 
 def hash_key(api_key: str) -> str:
@@ -46,6 +53,7 @@ class Authenticator:
         }
         self._auth = auth
         self._jwt_secret = jwt_secret
+        self.oauth = OAuth(auth.oauth, self._principals) if auth.oauth else None
 
     def principal(self, principal_id: str) -> Principal | None:
         """A configured principal by id."""
@@ -55,18 +63,34 @@ class Authenticator:
         """Every configured principal."""
         return list(self._principals.values())
 
+    async def verify(self, authorization: str | None) -> Principal:
+        """As `authenticate`, first fetching the authorization server keys a token needs."""
+        token = _bearer(authorization)
+        if self.oauth is not None and token.count(".") == 2:
+            await self.oauth.prepare(token)
+        return self.authenticate(authorization)
+
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal named by a `Bearer` API key or JWT; Unauthenticated otherwise."""
-        scheme, _, token = (authorization or "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = _bearer(authorization)
+        if not token:
             raise Unauthenticated("missing credential: send 'Authorization: Bearer <api key>'")
         name = self._by_key_hash.get(hash_key(token))
         if name is not None:
             return self._principals[name]
-        if token.count(".") == 2 and self._jwt_secret:
-            return self._from_jwt(token)
+        if token.count(".") == 2:
+            # With both configured, a token from an OAuth server goes there, the rest to HS256.
+            if self.oauth is not None and (not self._jwt_secret or self.oauth.issued(token)):
+                return self.oauth.principal(token)
+            if self._jwt_secret:
+                return self._from_jwt(token)
         raise Unauthenticated("invalid credential")
+
+    def challenge(self, authorization: str | None) -> str:
+        """The `WWW-Authenticate` value of a 401 for this request."""
+        if self.oauth is None:
+            return "Bearer"
+        return self.oauth.challenge(invalid=bool(_bearer(authorization)))
 
     def _from_jwt(self, token: str) -> Principal:
         secret = self._jwt_secret
@@ -95,6 +119,11 @@ class Authenticator:
             attributes=principal.attributes,
             credential="jwt",
         )
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _principal(name: str, config: PrincipalConfig) -> Principal:

@@ -130,9 +130,9 @@ def source_calls(services: Services) -> int:
 class LiveServer:
     """An app served by uvicorn on a free loopback port, in a background thread."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, port: int = 0) -> None:
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -157,10 +157,18 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server whose URL must be known first)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 @contextmanager
-def live_server(app: FastAPI) -> Iterator[LiveServer]:
+def live_server(app: FastAPI, port: int = 0) -> Iterator[LiveServer]:
     """Serve `app` on loopback for the duration of the block."""
-    server = LiveServer(app)
+    server = LiveServer(app, port)
     server.start()
     try:
         yield server
