@@ -175,6 +175,13 @@ def _chores(services: Services) -> list[Callable[[], Awaitable[object]]]:
             await checkpointer.checkpoint_if_due(services.engine)
 
         chores.append(audit_checkpoint)
+    if services.metrics.shared:
+        # /metrics is answered by one worker: the others publish what only they know.
+
+        async def publish_metrics() -> None:
+            publish_worker_gauges(services)
+
+        chores.append(publish_metrics)
     return chores
 
 
@@ -183,9 +190,15 @@ async def refresh_gauges(services: Services) -> None:
     async with services.engine.connect() as connection:
         counts = await count_by_status(connection)
     services.metrics.pending.set(counts.get(Status.PENDING_APPROVAL.value, 0))
+    publish_worker_gauges(services)
+
+
+def publish_worker_gauges(services: Services) -> None:
+    """What this process alone knows: its cached records by freshness, its source counters."""
     for entity in services.config.entities:
         for status, count in services.reads.cache_status(entity).items():
             services.metrics.freshness.labels(entity, status.value).set(count)
+    services.metrics.publish()
 
 
 async def get_services(request: Request) -> Services:

@@ -40,6 +40,8 @@ from gateway.errors import ConfigError, InvalidArgument, Unauthenticated
 from gateway.logs import configure_logging
 from gateway.mcp import run_stdio
 from gateway.settings import Settings
+from gateway.workers import serve as serve_workers
+from gateway.workers import worker_count
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML file (default: $GATEHOUSE_CONFIG)")
     serve.add_argument("--host", help="listen address (default: $GATEHOUSE_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default: $GATEHOUSE_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        help="processes serving the port (default: $GATEHOUSE_WORKERS, else one per core "
+        "on a PostgreSQL gateway database and one on SQLite)",
+    )
     serve.set_defaults(run=_serve)
     _add_audit(commands)
     _add_policy(commands)
@@ -167,11 +175,23 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return number
+
+
 def _serve(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in vars(args).items() if k in ("config", "host", "port") and v}
+    names = ("config", "host", "port", "workers")
+    overrides = {k: v for k, v in vars(args).items() if k in names and v}
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
-    app = create_app(settings, load_config(settings.config))
+    config = load_config(settings.config)  # a bad file stops here, before any worker starts
+    workers = worker_count(settings.workers, settings.database_url)
+    if workers > 1:
+        return serve_workers(settings, workers)
+    app = create_app(settings, config)
     # log_config=None: uvicorn keeps the JSON logging set up above instead of its own.
     uvicorn.run(
         app,

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    # `gatehouse serve` processes; unset: one per core on PostgreSQL, one on SQLite (workers.py)
+    workers: int | None = Field(default=None, ge=1)
     log_level: str = "INFO"
     otlp_endpoint: str | None = None  # export traces over OTLP/HTTP when set
     # Signed checkpoints of the audit trail's head (checkpoints.py). The key and the
@@ -37,6 +39,7 @@ class Settings(BaseSettings):
         "checkpoint_dir",
         "checkpoint_url",
         "checkpoint_token",
+        "workers",
         mode="before",
     )
     @classmethod

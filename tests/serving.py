@@ -1,11 +1,13 @@
 """`gatehouse serve` as a child process, as production runs it, for tests that crash it.
 
     demo_config(directory, writes={...})   the demo TOML, with [writes] settings of the test's
-    Gateway(name, environ, config, logs)   one serving process at a time, on a free port:
+    Gateway(name, environ, config, logs)   one serving process at a time, on a free port
+                                           (one worker, or `workers=N` of them):
       .start()   spawn, and wait until /healthz answers (a restart: a new process, new port)
       .kill()    SIGKILL, as a crash: no shutdown, no clean-up, whatever was in flight stays
       .stop()    SIGTERM, then SIGKILL if it lingers
     audit_verify(database_url)             `gatehouse audit verify`, as an operator runs it
+    serve_refused(config, environ, *args)  `gatehouse serve` that is expected to stop at once
 
 Each process writes its stderr to a log of its own (`<name>-<n>.log`), for the failure report.
 """
@@ -84,8 +86,11 @@ def _with_table(text: str, table: str, values: Mapping[str, str]) -> str:
 class Gateway:
     """One `gatehouse serve` process at a time over fixed databases; killed and restarted."""
 
-    def __init__(self, name: str, environ: Mapping[str, str], config: Path, logs: Path) -> None:
+    def __init__(
+        self, name: str, environ: Mapping[str, str], config: Path, logs: Path, *, workers: int = 1
+    ) -> None:
         self.name = name
+        self.workers = workers  # one process, unless a test is about several
         self._environ = dict(environ)
         self._config = config
         self._logs = logs
@@ -100,6 +105,12 @@ class Gateway:
         return self._process is not None and self._process.poll() is None
 
     @property
+    def pid(self) -> int:
+        """The serving process's id (with several workers: their supervisor's)."""
+        assert self._process is not None, f"{self.name} is not running"
+        return self._process.pid
+
+    @property
     def log(self) -> Path:
         """The current (or last) process's log."""
         return self._logs / f"{self.name}-{self.starts}.log"
@@ -110,7 +121,7 @@ class Gateway:
         self.starts += 1
         port = free_port()
         command = [sys.executable, "-m", "gateway", "serve", "--config", str(self._config)]
-        command += ["--host", "127.0.0.1", "--port", str(port)]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(self.workers)]
         with self.log.open("wb") as stderr:
             process = subprocess.Popen(
                 command,
@@ -176,4 +187,19 @@ def audit_verify(environ: Mapping[str, str], database_url: str) -> subprocess.Co
     env = {**os.environ, **environ, "GATEHOUSE_DATABASE_URL": database_url}
     return subprocess.run(
         command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def serve_refused(
+    config: Path, environ: Mapping[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`gatehouse serve --config config *args` run to its end, as a refusal ends it."""
+    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", "0"]
+    return subprocess.run(
+        [*command, *args],
+        env={**environ, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )

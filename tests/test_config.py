@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ import pytest
 from gateway.config import load_config
 from gateway.demo import CONFIG_TEMPLATE, DemoEstate
 from gateway.errors import ConfigError
+from tests.serving import serve_refused
 
 
 @pytest.fixture
@@ -101,14 +100,7 @@ def test_config_invalid_toml_names_the_file(tmp_path: Path) -> None:
 
 def test_serve_with_typo_exits_2_naming_the_key(tmp_path: Path, environ: dict[str, str]) -> None:
     path = write_variant(tmp_path, "cache_size = 20000", "cache_sise = 20000")
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", "0"],
-        env={**environ, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = serve_refused(path, environ)
     assert result.returncode == 2
     assert "entities.Customer.cache_sise: unknown key" in result.stderr
     assert "Traceback" not in result.stderr
@@ -154,14 +146,7 @@ def test_serve_with_bad_action_exits_2_naming_the_key(
     tmp_path: Path, environ: dict[str, str], old: str, new: str, expected: str
 ) -> None:
     path = write_variant(tmp_path, old, new)
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", "0"],
-        env={**environ, "PATH": "/usr/bin:/bin", "GATEHOUSE_DATABASE_URL": "sqlite+aiosqlite://"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = serve_refused(path, {**environ, "GATEHOUSE_DATABASE_URL": "sqlite+aiosqlite://"})
     assert done.returncode == 2, done.stderr
     assert expected in done.stderr
     assert "Traceback" not in done.stderr

@@ -154,7 +154,7 @@ def _replica(env: dict[str, str], log: Path) -> Iterator[str]:
     """`gatehouse serve` over the demo configuration in a child process; its base URL."""
     port = _free_port()
     command = [sys.executable, "-m", "gateway", "serve", "--config", str(CONFIG_TEMPLATE)]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     with log.open("wb") as stderr:
         process = subprocess.Popen(
             command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=stderr
