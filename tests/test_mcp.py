@@ -495,3 +495,29 @@ async def test_effective_policy_follows_the_caller(server: LiveServer, estate: D
     assert [r["outcome"] for r in rules] == ["deny", "allow", "review"]
     assert rules[0]["when"] == "quantity > 5000"
     assert "gatehouse://nothing" in str(unknown.value)
+
+
+async def test_a_write_tool_never_listed_for_the_agent_is_denied_and_audited(
+    server: LiveServer, estate: DemoEstate
+) -> None:
+    payment = {
+        "customer_id": "C-00001",
+        "amount": "10.00",
+        "currency": "EUR",
+        "reference": "agent tries",
+        "idempotency_key": "support-bot-pays",
+    }
+    async with agent(server, estate.keys["support-bot"]) as client:
+        assert "record_payment" not in await tool_names(client)
+        denied = await client.call_tool("record_payment", payment)
+        unknown = await client.call_tool("launch_rockets", {})
+    assert denied.is_error
+    refusal = denied.structured_content
+    assert refusal is not None
+    assert (refusal["status"], refusal["decision"]["rule"]) == ("DENIED", "AGENT_NO_PAYMENTS")
+    events = await _audit(server, estate, refusal["action_id"])
+    assert [(e["event"], e["channel"], e["principal"]) for e in events] == [
+        ("action.denied", "mcp", "support-bot")
+    ]
+    assert unknown.is_error
+    assert "Unknown tool: launch_rockets" in unknown.content[0].text
