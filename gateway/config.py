@@ -152,6 +152,13 @@ class EntityConfig(Strict):
         """Seconds a read is served from cache without going back to the source."""
         return self.warn_after if self.cache_ttl is None else self.cache_ttl
 
+    def all_fields(self) -> list[tuple[str, FieldConfig]]:
+        """Every field of the contract, in order; a child's named `child.field`."""
+        fields = list(self.fields.items())
+        for child_name, child in self.children.items():
+            fields += [(f"{child_name}.{name}", field) for name, field in child.fields.items()]
+        return fields
+
 
 class BreakerConfig(Strict):
     """When a failing source stops being called: after `failures` transport failures in a
@@ -397,20 +404,13 @@ def _check_entity(name: str, entity: EntityConfig, sources: dict[str, SourceConf
         raise ValueError(f"entities.{name}.http: required for an http source")
     if kind == "tryton" and entity.tryton is None:
         raise ValueError(f"entities.{name}.tryton: required for a tryton source")
-    for field_name, field in _all_fields(entity):
+    for field_name, field in entity.all_fields():
         if field.system is not None and field.system != entity.source:
             raise ValueError(
                 f"entities.{name}.fields.{field_name}.system: two systems of record for one "
                 f"field ('{entity.source}' serves this entity, the field names "
                 f"'{field.system}'); a field has exactly one system of record"
             )
-
-
-def _all_fields(entity: EntityConfig) -> list[tuple[str, FieldConfig]]:
-    fields = list(entity.fields.items())
-    for child_name, child in entity.children.items():
-        fields += [(f"{child_name}.{name}", field) for name, field in child.fields.items()]
-    return fields
 
 
 def _check_principal(

@@ -74,10 +74,6 @@ def contracts(services: Services) -> dict[str, Any]:
 
 
 def _contract(cfg: EntityConfig) -> dict[str, Any]:
-    fields = [
-        *cfg.fields.items(),
-        *((f"{c}.{n}", f) for c, child in cfg.children.items() for n, f in child.fields.items()),
-    ]
     return {
         "system": cfg.source,
         "owner": cfg.owner,
@@ -95,7 +91,7 @@ def _contract(cfg: EntityConfig) -> dict[str, Any]:
                 **({"min": f.min} if f.min is not None else {}),
                 **({"max": f.max} if f.max is not None else {}),
             }
-            for name, f in fields
+            for name, f in cfg.all_fields()
         },
     }
 
@@ -128,15 +124,11 @@ def effective_policy(services: Services, principal: Principal) -> dict[str, Any]
 
 
 def _masked(services: Services, principal: Principal, entity: str, cfg: EntityConfig) -> list[str]:
-    names = [
-        *cfg.fields,
-        *(f"{c}.{f}" for c, child in cfg.children.items() for f in child.fields),
-    ]
     granted = services.policy.decide(principal, f"{Classification.PII.value}:{entity}", "read")
     return [
         name
-        for name in names
-        if services.classification(entity, name) is Classification.PII and not granted.allowed
+        for name, field in cfg.all_fields()
+        if field.classification is Classification.PII and not granted.allowed
     ]
 
 

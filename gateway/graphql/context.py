@@ -75,10 +75,7 @@ class Context(BaseContext):
         """The entity's fields this principal is shown masked, and those audited if read."""
         if entity not in self._views:
             contract = self.services.config.entities[entity]
-            names = [
-                *contract.fields,
-                *(f"{c}.{f}" for c, child in contract.children.items() for f in child.fields),
-            ]
+            names = [name for name, _ in contract.all_fields()]
             masked = tuple(name for name in names if not self.visible(entity, name))
             agent = self.principal.kind is PrincipalKind.AGENT
             audited = tuple(

@@ -246,14 +246,7 @@ def _contract(name: str, cfg: EntityConfig) -> EntityContract:
             min=f.min,
             max=f.max,
         )
-        for field_name, f in [
-            *cfg.fields.items(),
-            *(
-                (f"{c}.{n}", f)
-                for c, child in cfg.children.items()
-                for n, f in child.fields.items()
-            ),
-        ]
+        for field_name, f in cfg.all_fields()
     ]
     return EntityContract(
         entity=name,
