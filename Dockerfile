@@ -7,7 +7,7 @@ RUN pip install --no-cache-dir -c constraints.txt -e . \
     && mkdir /data && chown gatehouse /data
 USER gatehouse
 # The gateway's own database (actions, audit trail) lives on a volume the user can write;
-# for several replicas set GATEHOUSE_DATABASE_URL to PostgreSQL instead.
+# for several replicas or workers (GATEHOUSE_WORKERS) set GATEHOUSE_DATABASE_URL to PostgreSQL.
 VOLUME /data
 ENV GATEHOUSE_CONFIG=/etc/gatehouse/gatehouse.toml \
     GATEHOUSE_DATABASE_URL=sqlite+aiosqlite:////data/gatehouse.db \

@@ -73,6 +73,8 @@ actions = Table(
 Index("ix_actions_status_created", actions.c.status, actions.c.created_at)
 Index("ix_actions_principal", actions.c.principal)
 Index("ix_actions_lease_until", actions.c.lease_until)
+# Listeners following actions (mcp_follow.py) ask, once a second, what changed lately.
+Index("ix_actions_updated_at", actions.c.updated_at)
 # The claim on a key: inserting an action that holds a key someone else holds conflicts.
 HELD_KEY = actions.c.key_held_until.is_not(None)
 Index(
