@@ -11,6 +11,7 @@ from gateway.app import start
 from gateway.config import GatewayConfig
 from gateway.demo import DemoEstate, running_estate
 from gateway.services import Services
+from sources.demo import CrmProcess, build_estate, seed_crm
 from tests.factories import services_for
 
 
@@ -40,6 +41,14 @@ async def services(config: GatewayConfig, database_url: str) -> AsyncIterator[Se
     await start(built)
     yield built
     await built.close()
+
+
+@pytest.fixture
+def own_crm(tmp_path: Path) -> Iterator[CrmProcess]:
+    """A CRM process of the test's own, free to change, stop and restart."""
+    seed_crm(tmp_path / "crm.db", build_estate())
+    with CrmProcess.start(tmp_path / "crm.db") as process:
+        yield process
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from mcp.types import TextResourceContents
 from gateway.app import create_app
 from gateway.demo import CONFIG_TEMPLATE, DemoEstate
 from gateway.settings import Settings
-from sources.demo import CrmProcess, build_estate, seed_crm
+from sources.demo import CrmProcess
 from tests.factories import LiveServer, live_server, with_source
 
 ADJUST = {"sku": "SKU-0005", "location": "WH-AMS", "reason": "inbound pallet"}
@@ -332,14 +332,6 @@ async def test_stale_expected_version_is_conflict_naming_the_argument_and_curren
     assert refusal["current_version"] not in (None, "stale")
     assert [e["argument"] for e in refusal["errors"]] == ["expected_version"]
     assert refusal["current_version"] in conflict.content[0].text
-
-
-@pytest.fixture
-def own_crm(tmp_path: Path) -> Iterator[CrmProcess]:
-    """A CRM of this test's own, to stop and restart."""
-    seed_crm(tmp_path / "crm.db", build_estate())
-    with CrmProcess.start(tmp_path / "crm.db") as process:
-        yield process
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from gateway.freshness import FreshnessStatus
 from gateway.reads import Reads
 from sources.breaker import BreakerState
 from sources.connector import Connector
-from sources.demo import CrmProcess, build_estate, seed_crm
+from sources.demo import CrmProcess
 from tests.factories import with_source
 from tests.sources.fake_http import Reply, fake_http
 from tests.sources.test_http import CUSTOMER_JSON
@@ -113,12 +113,6 @@ async def test_get_negative_max_age_is_a_bad_argument(reads: Reads) -> None:
 
 async def test_get_unknown_key_is_none(reads: Reads) -> None:
     assert await reads.get("Customer", "C-99999") is None
-
-
-@pytest.fixture
-def own_crm(tmp_path: Path) -> CrmProcess:
-    seed_crm(tmp_path / "crm.db", build_estate(customers=20, skus=10))
-    return CrmProcess.start(tmp_path / "crm.db")
 
 
 async def test_get_source_down_serves_last_good_value_stale_with_error(

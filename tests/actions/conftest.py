@@ -21,7 +21,7 @@ from gateway.app import start
 from gateway.config import ActionConfig, GatewayConfig
 from gateway.demo import DemoEstate
 from gateway.services import Services
-from sources.demo import CrmProcess, build_estate, create_erp, seed_crm
+from sources.demo import CrmProcess, build_estate, create_erp
 from tests.factories import postgres_admin, require_postgres, services_for, with_source
 
 
@@ -71,14 +71,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     asyncio.run(postgres_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
     yield Backend("postgres", pg_url(name), pg_url(name))
     asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def own_crm(tmp_path: Path) -> Iterator[CrmProcess]:
-    """A CRM process of the test's own, free to change, stop and restart."""
-    seed_crm(tmp_path / "crm.db", build_estate())
-    with CrmProcess.start(tmp_path / "crm.db") as process:
-        yield process
 
 
 @pytest.fixture

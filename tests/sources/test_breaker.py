@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from sources.breaker import Breaker, BreakerState
-from sources.demo import CrmProcess, build_estate, seed_crm
+from sources.demo import CrmProcess
 from sources.errors import SourceCircuitOpen, SourceRejected, SourceUnavailable
 from sources.http import HttpConnector
 from sources.records import FieldMapping
 from sources.sql import SqlConnector, SqlEntity
 from tests.sources.fake_http import Reply, fake_http
 from tests.sources.test_http import CUSTOMER
-
-
-@pytest.fixture
-def own_crm(tmp_path: Path) -> Iterator[CrmProcess]:
-    seed_crm(tmp_path / "crm.db", build_estate(customers=20, skus=10))
-    with CrmProcess.start(tmp_path / "crm.db") as process:
-        yield process
 
 
 def crm_connector(url: str, breaker: Breaker) -> HttpConnector:

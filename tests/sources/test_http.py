@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from gateway.demo import DemoEstate
-from sources.demo import CrmProcess, build_estate, seed_crm
+from sources.demo import CrmProcess
 from sources.errors import (
     InvalidPosition,
     SourceDataError,
@@ -77,14 +76,6 @@ async def crm(estate: DemoEstate) -> AsyncIterator[HttpConnector]:
     source = connector(estate.crm.url)
     yield source
     await source.close()
-
-
-@pytest.fixture
-def own_crm(tmp_path: Path) -> Iterator[CrmProcess]:
-    """A CRM process of this test's own, free to stop and restart."""
-    seed_crm(tmp_path / "crm.db", build_estate())
-    with CrmProcess.start(tmp_path / "crm.db") as process:
-        yield process
 
 
 @pytest.fixture
