@@ -1,4 +1,11 @@
-"""Run the demo CRM (`python -m sources.demo.crm`) as a child process and stop it again."""
+"""Run a demo service (`python -m <module>`) as a child process and stop it again.
+
+ServiceProcess      start -> wait for the ready line -> stop (reaped even if forgotten) -> restart
+└── CrmProcess      `python -m sources.demo.crm`, ready line "CRM listening on URL"
+
+A subclass names its module and arguments and parses its ready line; restarting launches the
+same command again, so a service that remembers its ports from the ready line keeps them.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +18,10 @@ import sys
 import tempfile
 import threading
 import weakref
+from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, ClassVar, Self
 
 # The directory that holds the `sources` package, so the child imports this very code.
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -21,36 +29,17 @@ _READY = re.compile(r"^CRM listening on (?P<url>http://[^\s:]+:(?P<port>\d+))$")
 _STOP_GRACE_SECONDS = 5.0
 
 
-class CrmProcess:
-    """The demo CRM serving one SQLite file in a child process; build it with `start`."""
+class ServiceProcess(ABC):
+    """A demo service in a child process; subclasses say what to run and what "ready" looks like."""
 
-    def __init__(self, db_path: Path, *, host: str, timeout: float) -> None:
-        self._db_path = db_path.resolve()
-        self._host = host
+    # Names the service in errors, e.g. "the CRM".
+    label: ClassVar[str] = "the service"
+
+    def __init__(self, *, timeout: float) -> None:
         self._timeout = timeout
-        self._port = 0
-        self._url = ""
         self._process: subprocess.Popen[str] | None = None
-        self._reaper: weakref.finalize[[subprocess.Popen[str], IO[bytes]], CrmProcess] | None = None
-
-    @classmethod
-    def start(
-        cls, db_path: Path, *, port: int = 0, timeout: float = 15, host: str = "127.0.0.1"
-    ) -> CrmProcess:
-        """Start the CRM over `db_path` and wait until it listens; port 0 picks a free one."""
-        crm = cls(db_path, host=host, timeout=timeout)
-        crm._launch(port)
-        return crm
-
-    @property
-    def url(self) -> str:
-        """The base URL, e.g. http://127.0.0.1:8765 (kept across restarts)."""
-        return self._url
-
-    @property
-    def port(self) -> int:
-        """The TCP port the CRM listens on (kept across restarts)."""
-        return self._port
+        self._reaper: weakref.finalize[[subprocess.Popen[str], IO[bytes]], ServiceProcess] | None
+        self._reaper = None
 
     @property
     def running(self) -> bool:
@@ -58,7 +47,7 @@ class CrmProcess:
         return self._process is not None and self._process.poll() is None
 
     def stop(self) -> None:
-        """Ask the CRM to shut down; kill it if it has not within five seconds."""
+        """Ask the service to shut down; kill it if it has not within five seconds."""
         if self._process is None:
             return
         self._process.terminate()
@@ -68,9 +57,9 @@ class CrmProcess:
         self._reap()
 
     def restart(self) -> None:
-        """Stop the CRM and start it again on the same port, so its URL stays valid."""
+        """Stop the service and launch it again with the same command (the same ports)."""
         self.stop()
-        self._launch(self._port)
+        self._launch()
 
     def __enter__(self) -> Self:
         return self
@@ -83,37 +72,42 @@ class CrmProcess:
     ) -> None:
         self.stop()
 
-    def _launch(self, port: int) -> None:
-        # stderr goes to a file, not a pipe: nobody reads it while the CRM runs, and a full pipe
-        # would block the child; the file is read only to explain a failed start. It outlives
-        # this call, so no `with`: _reap_child closes it when the child is gone.
+    @abstractmethod
+    def _arguments(self) -> list[str]:
+        """The module to run and its arguments, e.g. ["sources.demo.crm", "--db", "crm.db"]."""
+        ...
+
+    @abstractmethod
+    def _ready(self, line: str) -> bool:
+        """Whether `line` is the ready line; if so, remember where the service listens."""
+        ...
+
+    def _secrets(self) -> dict[str, str]:
+        """Environment variables for the child only: secrets never go into its argv."""
+        return {}
+
+    def _launch(self) -> None:
+        # stderr goes to a file, not a pipe: nobody reads it while the service runs, and a full
+        # pipe would block the child; the file is read only to explain a failed start. It
+        # outlives this call, so no `with`: _reap_child closes it when the child is gone.
         stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        # -P keeps the current directory off sys.path, so a stray package there cannot shadow.
+        command = [sys.executable, "-P", "-m", *self._arguments()]
         # The argv is our own interpreter and module with typed arguments, and no shell.
         process = subprocess.Popen(  # noqa: S603
-            self._command(port),
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=self._environment(),
-            text=True,
+            command, stdout=subprocess.PIPE, stderr=stderr, env=self._environment(), text=True
         )
         self._process = process
         # Should the owner forget to stop it (a crashed test), the child dies with this object.
         self._reaper = weakref.finalize(self, _reap_child, process, stderr)
         line = _first_line(process, self._timeout)
-        ready = _READY.match(line.strip()) if line else None
-        if ready is None:
-            message = _start_failure(line, self._timeout)
+        if not line or not self._ready(line.strip()):
+            message = _start_failure(self.label, line, self._timeout)
             output = self._reap()
             raise RuntimeError(f"{message} (exit code {process.returncode}); stderr:\n{output}")
-        self._url, self._port = ready["url"], int(ready["port"])
-
-    def _command(self, port: int) -> list[str]:
-        # -P keeps the current directory off sys.path, so a stray `sources` there cannot shadow.
-        module = [sys.executable, "-P", "-m", "sources.demo.crm", "--db", str(self._db_path)]
-        return [*module, "--host", self._host, "--port", str(port)]
 
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {**os.environ, **self._secrets()}
         inherited = env.get("PYTHONPATH")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_REPO_ROOT), inherited)))
         return env
@@ -123,6 +117,48 @@ class CrmProcess:
         reaper, self._reaper, self._process = self._reaper, None, None
         output = reaper() if reaper is not None else None  # None too if it had already run
         return output if isinstance(output, str) else ""
+
+
+class CrmProcess(ServiceProcess):
+    """The demo CRM serving one SQLite file in a child process; build it with `start`."""
+
+    label = "the CRM"
+
+    def __init__(self, db_path: Path, *, host: str, port: int, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._db_path = db_path.resolve()
+        self._host = host
+        self._port = port
+        self._url = ""
+
+    @classmethod
+    def start(
+        cls, db_path: Path, *, port: int = 0, timeout: float = 15, host: str = "127.0.0.1"
+    ) -> CrmProcess:
+        """Start the CRM over `db_path` and wait until it listens; port 0 picks a free one."""
+        crm = cls(db_path, host=host, port=port, timeout=timeout)
+        crm._launch()
+        return crm
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. http://127.0.0.1:8765 (kept across restarts)."""
+        return self._url
+
+    @property
+    def port(self) -> int:
+        """The TCP port the CRM listens on (kept across restarts)."""
+        return self._port
+
+    def _arguments(self) -> list[str]:
+        module = ["sources.demo.crm", "--db", str(self._db_path)]
+        return [*module, "--host", self._host, "--port", str(self._port)]
+
+    def _ready(self, line: str) -> bool:
+        ready = _READY.match(line)
+        if ready is not None:
+            self._url, self._port = ready["url"], int(ready["port"])
+        return ready is not None
 
 
 def _reap_child(process: subprocess.Popen[str], stderr: IO[bytes]) -> str:
@@ -142,7 +178,7 @@ def _first_line(process: subprocess.Popen[str], timeout: float) -> str | None:
     # readline() cannot time out portably, so it runs in a thread that ends with the pipe.
     reader = threading.Thread(
         target=lambda: lines.put(process.stdout.readline() if process.stdout else ""),
-        name="crm-ready-line",
+        name="service-ready-line",
         daemon=True,
     )
     reader.start()
@@ -152,9 +188,9 @@ def _first_line(process: subprocess.Popen[str], timeout: float) -> str | None:
         return None
 
 
-def _start_failure(line: str | None, timeout: float) -> str:
+def _start_failure(label: str, line: str | None, timeout: float) -> str:
     if line is None:
-        return f"the CRM did not report listening within {timeout} s"
+        return f"{label} did not report listening within {timeout} s"
     if not line:
-        return "the CRM exited before listening"
-    return f"the CRM printed {line.strip()!r} instead of its ready line"
+        return f"{label} exited before listening"
+    return f"{label} printed {line.strip()!r} instead of its ready line"
