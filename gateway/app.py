@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway import graphiql
+from gateway import alerts, graphiql, outbox
 from gateway.access_log import AccessLog
 from gateway.actions.store import Action, Status, count_by_status
 from gateway.audit import AuditTrail
@@ -42,6 +42,7 @@ from gateway.mcp import BearerGate, http_transport
 from gateway.metrics import Metrics
 from gateway.moves import Moves
 from gateway.nesting import NestingLimit
+from gateway.notifier import Notifier
 from gateway.oauth import metadata_routes
 from gateway.outcomes import Outcomes
 from gateway.pipeline import Writes
@@ -86,6 +87,16 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         config=config,
         on_outcome=lambda action: metrics.writes.labels(action.kind, action.status.value).inc(),
     )
+    notifier = Notifier(
+        engine=engine,
+        config=config,
+        catalog=catalog,
+        reads=reads,
+        connectors=connectors,
+        approvers_for=writes.approvers_for,
+        clock=lambda: datetime.now(UTC),
+        on_delivery=lambda channel, outcome: metrics.deliveries.labels(channel, outcome).inc(),
+    )
     return Services(
         settings=settings,
         config=config,
@@ -99,6 +110,7 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         writes=writes,
         metrics=metrics,
         rates=Rates(config.limits.rate),
+        notifier=notifier,
         # A configured checkpoint directory without a usable signing key stops start-up here.
         checkpointer=checkpointer_from_settings(settings),
     )
@@ -143,6 +155,7 @@ async def start(services: Services) -> None:
     """Prepare what needs I/O before the first request: the gateway's own tables; then
     settle what a process that died left in flight."""
     await create_schema(services.engine)
+    await services.notifier.start()
     await services.writes.recover_due()
 
 
@@ -189,7 +202,15 @@ async def refresh_gauges(services: Services) -> None:
     """Gauges read at scrape time: pending approvals, cached records by freshness."""
     async with services.engine.connect() as connection:
         counts = await count_by_status(connection)
+        queued = await outbox.counts(connection)
+        open_alerts = await alerts.listed(connection, status=alerts.AlertStatus.OPEN, limit=10_000)
     services.metrics.pending.set(counts.get(Status.PENDING_APPROVAL.value, 0))
+    services.metrics.notifications.clear()
+    for (channel, status), count in queued.items():
+        services.metrics.notifications.labels(channel, status).set(count)
+    services.metrics.alerts.clear()
+    for alert in open_alerts:
+        services.metrics.alerts.labels(alert.kind, alert.owner).inc()
     publish_worker_gauges(services)
 
 
@@ -240,6 +261,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
         app.state.services = services
         chores = asyncio.create_task(housekeeping(services))
         renewals = asyncio.create_task(services.writes.leases.renew_forever())
+        notifications = asyncio.create_task(services.notifier.run_forever())
         evictions = Listener(services.engine, services.reads)
         try:
             async with evictions.running(), mcp.run():
@@ -247,6 +269,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
         finally:
             chores.cancel()
             renewals.cancel()
+            notifications.cancel()
             await services.close()
 
     app = FastAPI(title="Gatehouse", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -7,6 +7,7 @@ record. Parsed once at start-up into frozen models.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import tomllib
@@ -123,6 +124,8 @@ class EntityConfig(Strict):
     source: str
     key: str
     owner: str
+    # Where the owner hears of alerts: channel names; else the address in `owner`, by e-mail.
+    owner_contact: list[str] = []
     warn_after: Seconds
     error_after: Seconds
     description: str = ""
@@ -227,6 +230,9 @@ class PrincipalConfig(Strict):
     on_behalf_of: str | None = None
     attributes: dict[str, str | int | float | bool] = {}
     api_key_sha256: list[str] = []
+    # Where notifications for this principal go: its e-mail (with [notify.smtp]), channels.
+    email: str | None = Field(default=None, pattern=r"^[^@\s<>]+@[^@\s<>]+$")
+    notify: list[str] = []
 
     @model_validator(mode="after")
     def _check(self) -> PrincipalConfig:
@@ -360,6 +366,107 @@ class GraphQLConfig(Strict):
     graphiql: bool = False
 
 
+class ChannelKind(StrEnum):
+    """How a notification travels."""
+
+    WEBHOOK = "webhook"  # signed JSON for systems (Standard Webhooks headers)
+    SLACK = "slack"  # a Slack-compatible incoming webhook: a readable message
+    EMAIL = "email"  # e-mail to fixed addresses, through [notify.smtp]
+
+
+def _webhook_secret(value: str) -> str:
+    # Standard Webhooks secrets: "whsec_" and base64 of at least 24 random bytes.
+    try:
+        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        key = b""
+    if not value.startswith("whsec_") or len(key) < 24:
+        raise ValueError("a webhook secret is whsec_ followed by base64 of 24 or more bytes")
+    return value
+
+
+class ChannelConfig(Strict):
+    """A place notifications are delivered to; named in principals, owners, subscriptions."""
+
+    kind: ChannelKind
+    url: HttpUrl | None = None  # webhook and slack
+    secret: Annotated[str, AfterValidator(_webhook_secret)] | None = None  # webhook
+    to: list[Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$")]] = []  # email
+    # At most this many deliveries to this channel, so a storm is paced, never dropped.
+    rate: Annotated[str, BeforeValidator(_rate)] = "120/minute"
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> ChannelConfig:
+        if self.kind is ChannelKind.EMAIL:
+            if not self.to:
+                raise ValueError("to: an email channel needs at least one address")
+        elif self.url is None:
+            raise ValueError(f"url: required for a {self.kind.value} channel")
+        if self.kind is ChannelKind.WEBHOOK and self.secret is None:
+            raise ValueError("secret: a webhook is signed; set one (from ${...})")
+        return self
+
+
+class SmtpConfig(Strict):
+    """The mail server e-mail notifications go through; credentials from the environment."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    sender: Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$")]
+    starttls: bool = True  # upgrade to TLS before AUTH; off only for a loopback test server
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None  # a private CA to trust, besides the system's
+
+    @model_validator(mode="after")
+    def _check(self) -> SmtpConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        loopback = self.host in ("localhost", "127.0.0.1", "::1")
+        if self.password is not None and not (self.starttls or loopback):
+            raise ValueError("starttls: credentials are never sent in clear")
+        return self
+
+
+# The statuses an action's audit events end in that a subscriber may ask for.
+Outcome = Literal[
+    "APPLIED",
+    "PENDING_APPROVAL",
+    "REJECTED",
+    "DENIED",
+    "EXPIRED",
+    "FAILED",
+    "IN_DOUBT",
+    "INVALID",
+    "CONFLICT",
+]
+
+
+class SubscriptionConfig(Strict):
+    """A system that hears of governed changes: every action of these kinds and outcomes."""
+
+    channel: str  # a webhook channel
+    actions: list[str] = Field(min_length=1)  # mutation names, e.g. placeOrder
+    outcomes: list[Outcome] = ["APPLIED"]
+
+
+class NotifyConfig(Strict):
+    """Who hears of what, and how the sender paces and retries."""
+
+    console_url: HttpUrl = "http://127.0.0.1:8000/console"  # every message links here
+    smtp: SmtpConfig | None = None
+    # Channels for alerts with no owner to tell (a failing channel, a source without entities).
+    operators: list[str] = []
+    expiring_within: Seconds = 2 * 3600.0  # approvers hear once when this is left to decide
+    reminder_after: Seconds = 4 * 3600.0  # an alert still open is repeated this often
+    attempts: int = Field(default=8, ge=1)  # deliveries tried before a notification FAILED
+    backoff: Seconds = 5.0  # the wait after the first failure; doubles per attempt
+    backoff_max: Seconds = 3600.0
+    timeout: Seconds = Field(default=10.0, gt=0)  # per delivery
+    every: Seconds = Field(default=1.0, gt=0)  # how often the sender looks for work
+
+
 class GatewayConfig(Strict):
     """The whole configuration file."""
 
@@ -372,6 +479,9 @@ class GatewayConfig(Strict):
     limits: LimitsConfig = LimitsConfig()
     writes: WritesConfig = WritesConfig()
     graphql: GraphQLConfig = GraphQLConfig()
+    channels: dict[str, ChannelConfig] = {}
+    subscriptions: dict[str, SubscriptionConfig] = {}
+    notify: NotifyConfig = NotifyConfig()
     base_dir: Path = Path()
 
     @model_validator(mode="after")
@@ -386,6 +496,7 @@ class GatewayConfig(Strict):
         for name, action in self.actions.items():
             if action.source not in self.sources:
                 raise ValueError(f"actions.{name}.source: no source named '{action.source}'")
+        _check_channels(self)
         return self
 
     def policy_path(self, which: Literal["model", "policy"]) -> Path:
@@ -421,6 +532,32 @@ def _check_principal(
         return
     if owner not in principals or principals[owner].kind is not PrincipalKind.HUMAN:
         raise ValueError(f"principals.{name}.on_behalf_of: '{owner}' is not a human principal")
+
+
+def _check_channels(config: GatewayConfig) -> None:
+    """Every channel named exists; e-mail needs a mail server; subscriptions are signed."""
+    named = [
+        *((f"principals.{n}.notify", c) for n, p in config.principals.items() for c in p.notify),
+        *(
+            (f"entities.{n}.owner_contact", c)
+            for n, e in config.entities.items()
+            for c in e.owner_contact
+        ),
+        *((f"subscriptions.{n}.channel", s.channel) for n, s in config.subscriptions.items()),
+        *(("notify.operators", c) for c in config.notify.operators),
+    ]
+    if "email" in config.channels:
+        raise ValueError("channels.email: the name is taken by people's own addresses")
+    for key, name in named:
+        if name not in config.channels:
+            raise ValueError(f"{key}: no channel named '{name}'")
+    for name, subscription in config.subscriptions.items():
+        if config.channels[subscription.channel].kind is not ChannelKind.WEBHOOK:
+            raise ValueError(f"subscriptions.{name}.channel: systems subscribe through a webhook")
+    if config.notify.smtp is None:
+        for name, channel in config.channels.items():
+            if channel.kind is ChannelKind.EMAIL:
+                raise ValueError(f"channels.{name}: e-mail needs [notify.smtp]")
 
 
 def load_config(path: Path, environ: dict[str, str] | None = None) -> GatewayConfig:

@@ -99,6 +99,77 @@ approvals = Table(
     PrimaryKeyConstraint("action_id", "approver"),
 )
 
+# The outbox: every message owed to someone, written in the transaction that causes it
+# (notices.py, alerts.py) and delivered by the sender (sender.py), any replica claiming it.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    # What makes it one message: the same cause for the same recipient is owed only once.
+    Column("dedupe", String(200), nullable=False, unique=True),
+    Column("topic", String(40), nullable=False),  # approval.requested, alert.opened, ...
+    Column("channel", String(64), nullable=False),  # a configured channel, or "email"
+    Column("address", String(200)),  # the e-mail address when channel is "email"
+    Column("recipient", String(200), nullable=False),  # principal, owner or subscription
+    Column("subject", Text, nullable=False),  # one line, no personal data
+    Column("document", Text, nullable=False),  # the message as JSON (messages.py)
+    Column("action_id", String(36)),
+    Column("alert_id", String(36)),
+    Column("status", String(12), nullable=False),  # PENDING SENDING DELIVERED FAILED
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("lease_until", DateTime(timezone=True)),  # while SENDING: a live sender holds it
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True)),
+)
+Index("ix_notifications_due", notifications.c.status, notifications.c.next_attempt_at)
+Index("ix_notifications_created", notifications.c.created_at)
+
+# A channel's state as deliveries found it: failing since when, or turned off by a 410.
+channel_states = Table(
+    "channel_states",
+    metadata,
+    Column("channel", String(64), primary_key=True),
+    Column("failing_since", DateTime(timezone=True)),
+    Column("disabled_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+)
+
+# Owner alerts: one row per incident, open until its condition clears (alerts.py).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("fingerprint", String(200), nullable=False),  # kind and subject: the incident
+    Column("kind", String(32), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("status", String(10), nullable=False),  # OPEN | RESOLVED
+    Column("summary", Text, nullable=False),
+    Column("evidence", Text, nullable=False),  # JSON: since, last error, counts
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("reminded_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),
+)
+OPEN_ALERT = alerts.c.status == "OPEN"
+# One open alert per incident, whichever replica sees it first.
+Index(
+    "ux_alerts_open",
+    alerts.c.fingerprint,
+    unique=True,
+    postgresql_where=OPEN_ALERT,
+    sqlite_where=OPEN_ALERT,
+)
+
+# Where a reader of the audit trail got to (notices.py reads it once, in order).
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

@@ -70,6 +70,26 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
+        self.deliveries = Counter(
+            "gatehouse_notification_deliveries",
+            "Notification delivery attempts by channel and outcome (delivered, retry, failed).",
+            ["channel", "outcome"],
+            registry=self.registry,
+        )
+        self.notifications = Gauge(
+            "gatehouse_notifications",
+            "Notifications in the outbox by channel and status (FAILED ones need a person).",
+            ["channel", "status"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.alerts = Gauge(
+            "gatehouse_alerts_open",
+            "Open owner alerts by kind and owner.",
+            ["kind", "owner"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
         self.freshness = Gauge(
             "gatehouse_cached_records",
             "Cached records by entity and freshness status.",

@@ -64,6 +64,16 @@ class EntryPage:
 Served = Entry | SourceFailed | None  # an entry, its source's failure, or no such record
 
 
+@dataclass(slots=True)
+class Staleness:
+    """An entity served from last good values since its system began to fail (alerts.py)."""
+
+    since: datetime
+    error: str
+    records: int  # stale answers served since
+    oldest: datetime  # when the oldest value served was read from the system
+
+
 class Reads:
     """Serves entities from cache or their system of record, with freshness."""
 
@@ -88,6 +98,8 @@ class Reads:
         }
         # The read under way for each (entity, key): whoever else misses the key awaits it.
         self._flights: dict[tuple[str, str], asyncio.Task[dict[str, Served]]] = {}
+        # Entities whose reads are failing over to last good values now, until one succeeds.
+        self.stale: dict[str, Staleness] = {}
 
     def _timestamp(self) -> float:
         return self._clock().timestamp()
@@ -159,13 +171,24 @@ class Reads:
         try:
             records = await self._retried(entity, lambda c: c.read_many(entity, keys))
         except SourceError as error:
-            return {key: self._stand_in(entity, key, error) for key in keys}
+            served: dict[str, Served] = {key: self._stand_in(entity, key, error) for key in keys}
+            self._served_stale(entity, error, [e for e in served.values() if isinstance(e, Entry)])
+            return served
+        self.stale.pop(entity, None)
         fetched_at = self._clock()
         result: dict[str, Served] = {}
         for key in keys:
             record = records.get(key)
             result[key] = None if record is None else self._remember(entity, record, fetched_at)
         return result
+
+    def _served_stale(self, entity: str, error: SourceError, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        oldest = min(entry.freshness.fetched_at for entry in entries)
+        found = self.stale.setdefault(entity, Staleness(self._clock(), error.public, 0, oldest))
+        found.error, found.records = error.public, found.records + len(entries)
+        found.oldest = min(found.oldest, oldest)
 
     def _stand_in(self, entity: str, key: str, error: SourceError) -> Entry | SourceFailed:
         """stale-if-error: the last good value, marked STALE with the error."""

@@ -12,6 +12,7 @@ from gateway.catalog import Catalog
 from gateway.checkpoints import Checkpointer
 from gateway.config import Classification, GatewayConfig
 from gateway.metrics import Metrics
+from gateway.notifier import Notifier
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator
 from gateway.rates import Rates
@@ -36,6 +37,7 @@ class Services:
     writes: Writes
     metrics: Metrics
     rates: Rates
+    notifier: Notifier
     checkpointer: Checkpointer | None = None  # signed checkpoints of the audit trail, if set
 
     def classification(self, entity: str, field: str) -> Classification:
@@ -47,6 +49,7 @@ class Services:
 
     async def close(self) -> None:
         """Release every connector's connections."""
+        await self.notifier.close()
         for connector in self.connectors.values():
             await connector.close()
         await self.engine.dispose()
