@@ -1,0 +1,266 @@
+"""The demo inbox: a real child process, real SMTP (STARTTLS, AUTH) and real HTTP on loopback."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiosmtplib
+import httpx
+import pytest
+
+from gateway.demo.inbox_page import slack_lines
+from gateway.demo.inbox_process import InboxProcess
+
+USER = "gatehouse"
+PASSWORD = "inbox-test-password"
+
+
+@pytest.fixture(scope="module")
+def shared_inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InboxProcess]:
+    """One inbox requiring STARTTLS and a login, for the tests that do not restart it."""
+    state_dir = tmp_path_factory.mktemp("inbox")
+    with InboxProcess.start(state_dir, smtp_user=USER, smtp_password=PASSWORD) as process:
+        yield process
+
+
+@pytest.fixture
+def inbox(shared_inbox: InboxProcess) -> InboxProcess:
+    """The shared inbox, emptied."""
+    shared_inbox.clear()
+    return shared_inbox
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """A loopback HTTP client that ignores any proxy configured for the outside world."""
+    with httpx.Client(trust_env=False) as client:
+        yield client
+
+
+def message(subject: str = "Order O-1 waits for you", html: str | None = None) -> EmailMessage:
+    """A plain-text e-mail, with an HTML alternative if `html` is given."""
+    mail = EmailMessage()
+    mail["From"] = "Gatehouse <gatehouse@example.test>"
+    mail["To"] = "finn@example.test"
+    mail["Subject"] = subject
+    mail.set_content("Approve or reject in the console.")
+    if html is not None:
+        mail.add_alternative(html, subtype="html")
+    return mail
+
+
+async def send(
+    inbox: InboxProcess,
+    mail: EmailMessage,
+    *,
+    start_tls: bool = True,
+    password: str | None = PASSWORD,
+) -> None:
+    """Deliver `mail` as a notifier would: STARTTLS trusting the inbox's certificate, then login."""
+    await aiosmtplib.send(
+        mail,
+        hostname=inbox.smtp_host,
+        port=inbox.smtp_port,
+        start_tls=start_tls,
+        tls_context=ssl.create_default_context(cafile=inbox.cert_file),
+        username=USER if password is not None else None,
+        password=password,
+        timeout=10,
+    )
+
+
+async def test_inbox_starttls_login_mail_appears_with_text_and_html(inbox: InboxProcess) -> None:
+    await send(inbox, message(html="<p>Approve <b>O-1</b></p>"))
+
+    [mail] = inbox.wait_for_messages(1)
+    assert (mail["subject"], mail["from"], mail["to"]) == (
+        "Order O-1 waits for you",
+        "Gatehouse <gatehouse@example.test>",
+        "finn@example.test",
+    )
+    assert mail["text"] == "Approve or reject in the console.\n"
+    assert mail["html"] == "<p>Approve <b>O-1</b></p>\n"
+    assert (mail["tls"], mail["login"], mail["envelope_to"]) == (True, USER, ["finn@example.test"])
+    assert mail["headers"]["subject"] == "Order O-1 waits for you"
+    assert mail["size"] > 0
+
+
+async def test_inbox_mail_without_starttls_is_refused(inbox: InboxProcess) -> None:
+    with pytest.raises(aiosmtplib.SMTPException):
+        await send(inbox, message(), start_tls=False, password=None)
+
+    assert inbox.messages() == []
+
+
+async def test_inbox_login_without_starttls_is_not_offered(inbox: InboxProcess) -> None:
+    with pytest.raises(aiosmtplib.SMTPException, match="AUTH"):
+        await send(inbox, message(), start_tls=False)
+
+
+async def test_inbox_wrong_password_is_refused(inbox: InboxProcess) -> None:
+    with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+        await send(inbox, message(), password="not-the-password")
+
+    assert inbox.messages() == []
+
+
+async def test_inbox_starttls_without_login_is_refused(inbox: InboxProcess) -> None:
+    with pytest.raises(aiosmtplib.SMTPException):
+        await send(inbox, message(), password=None)
+
+    assert inbox.messages() == []
+
+
+async def test_inbox_without_user_accepts_plain_mail(tmp_path: Path) -> None:
+    with InboxProcess.start(tmp_path) as open_inbox:
+        await send(open_inbox, message(), start_tls=False, password=None)
+
+        [mail] = open_inbox.wait_for_messages(1)
+    assert (mail["tls"], mail["login"]) == (False, None)
+
+
+def test_inbox_password_goes_through_the_environment_not_argv(inbox: InboxProcess) -> None:
+    command_lines = [path.read_bytes() for path in Path("/proc").glob("[0-9]*/cmdline")]
+    ours = [line for line in command_lines if b"gateway.demo.inbox" in line]
+
+    assert ours
+    assert not [line for line in ours if PASSWORD.encode() in line]
+
+
+def test_inbox_webhook_records_method_headers_and_body(
+    inbox: InboxProcess, http: httpx.Client
+) -> None:
+    body = b'{"event": "action.pending", "id": "A-1"}'
+    headers = {"Content-Type": "application/json", "X-Gatehouse-Signature": "v1=abc"}
+
+    response = http.post(inbox.hook_url("ops"), content=body, headers=headers, params={"x": "1"})
+
+    assert (response.status_code, response.text) == (200, "ok")
+    [request] = inbox.hooks("ops")
+    assert (request["method"], request["query"], request["status"]) == ("POST", "x=1", 200)
+    assert request["headers"]["x-gatehouse-signature"] == "v1=abc"
+    assert request["body"] == body.decode()
+    assert request["json"] == {"event": "action.pending", "id": "A-1"}
+    assert inbox.hooks("other") == []
+
+
+def test_inbox_webhook_non_json_body_is_kept_as_text(
+    inbox: InboxProcess, http: httpx.Client
+) -> None:
+    http.post(inbox.hook_url("ops"), content=b"payload=not-json")
+
+    [request] = inbox.hooks("ops")
+    assert (request["body"], request["json"]) == ("payload=not-json", None)
+
+
+def test_inbox_behaviour_answers_statuses_in_order_then_200(
+    inbox: InboxProcess, http: httpx.Client
+) -> None:
+    inbox.behave("ops", [500, 500, 410])
+
+    statuses = [http.post(inbox.hook_url("ops"), json={"n": n}).status_code for n in range(5)]
+
+    assert statuses == [500, 500, 410, 200, 200]
+    assert [request["status"] for request in inbox.hooks("ops")] == statuses
+    assert http.post(inbox.hook_url("elsewhere"), json={}).status_code == 200
+
+
+def test_inbox_behaviour_delay_times_out_a_short_client(
+    inbox: InboxProcess, http: httpx.Client
+) -> None:
+    inbox.behave("slow", [], delay=2.0)
+
+    with pytest.raises(httpx.TimeoutException):
+        http.post(inbox.hook_url("slow"), json={"n": 1}, timeout=0.3)
+
+    # The request arrived before the client gave up, and is recorded as such.
+    assert [request["json"] for request in inbox.wait_for_hooks("slow", 1)] == [{"n": 1}]
+
+
+def test_inbox_behaviour_out_of_range_status_is_refused(inbox: InboxProcess) -> None:
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        inbox.behave("ops", [99])
+
+    assert refused.value.response.status_code == 422
+
+
+async def test_inbox_clear_forgets_mail_requests_and_behaviours(inbox: InboxProcess) -> None:
+    await send(inbox, message())
+    inbox.behave("ops", [500])
+    inbox.wait_for_messages(1)
+
+    inbox.clear()
+
+    assert (inbox.messages(), inbox.hooks("ops")) == ([], [])
+    async with httpx.AsyncClient(trust_env=False) as http:
+        assert (await http.post(inbox.hook_url("ops"), json={})).status_code == 200
+
+
+async def test_inbox_restart_keeps_messages_ports_and_certificate(tmp_path: Path) -> None:
+    with InboxProcess.start(tmp_path, smtp_user=USER, smtp_password=PASSWORD) as inbox:
+        await send(inbox, message("Before the restart"))
+        inbox.wait_for_messages(1)
+        before = (inbox.url, inbox.smtp_port, inbox.cert_file.read_bytes())
+
+        inbox.restart()
+
+        assert (inbox.url, inbox.smtp_port, inbox.cert_file.read_bytes()) == before
+        await send(inbox, message("After the restart"))
+        subjects = [mail["subject"] for mail in inbox.wait_for_messages(2)]
+        assert subjects == ["Before the restart", "After the restart"]
+        inbox.stop()
+        assert not inbox.running
+
+
+async def test_inbox_page_shows_mail_escaped_and_webhooks(inbox: InboxProcess) -> None:
+    html = '<p>Approve</p><script>alert("owned")</script>'
+    slack = {"text": "Order *O-9* waits <http://c/a/9|open>"}
+    await send(inbox, message("Refund R-7 <needs> you", html=html))
+    inbox.wait_for_messages(1)
+    async with httpx.AsyncClient(trust_env=False) as http:
+        await http.post(inbox.hook_url("slack"), json=slack)
+
+        page = await http.get(inbox.url)
+
+    assert page.status_code == 200
+    assert "Refund R-7 &lt;needs&gt; you" in page.text
+    assert "<script>" not in page.text  # the message's script is only in an escaped srcdoc
+    assert "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;" in page.text
+    assert '<iframe sandbox srcdoc="' in page.text
+    assert "Order *O-9* waits open (http://c/a/9)" in page.text
+    assert "script-src 'none'" in page.headers["content-security-policy"]
+
+
+def test_slack_lines_reads_text_sections_fields_context_and_buttons() -> None:
+    body = {
+        "text": "fallback",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "Approval needed"}},
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": "*Amount*\n€ 1,200"}]},
+            {"type": "divider"},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "rule orders.large"}]},
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Open"},
+                        "url": "http://c/a/1",
+                    }
+                ],
+            },
+        ],
+    }
+
+    assert slack_lines(body) == [
+        "fallback",
+        "Approval needed",
+        "*Amount*\n€ 1,200",
+        "―――",
+        "rule orders.large",
+        "[Open] http://c/a/1",
+    ]
+    assert slack_lines({"event": "order.placed"}) is None
