@@ -296,6 +296,12 @@ class Writes:
         """A stored action in the one result shape, with its errors and approvers."""
         return self._outcomes.result(action)
 
+    async def pending(self, *, limit: int) -> list[Action]:
+        """Pending actions with their approvals, the nearest deadline first."""
+        await self.moves.expire_due()
+        async with self._outcomes.engine.connect() as connection:
+            return await store.pending(connection, limit=limit)
+
     def approvers_for(self, action: Action) -> list[str]:
         """Who could approve `action` now."""
         return self._outcomes.approvers_for(action)
@@ -324,9 +330,10 @@ class Writes:
         """Settle an IN_DOUBT action as a person found it: applied, or not."""
         return await self.recovery.resolve(action_id, operator, applied=applied, note=note)
 
-    async def now(self, action: Action) -> Now:
-        """What the system holds now for an action's fields (for a person resolving it)."""
-        return await self.recovery.now(action)
+    async def now(self, action: Action, *, mask: bool = True) -> Now:
+        """What the system holds now for an action's fields, and what a fresh plan would
+        write (for a person resolving or approving it); personal data masked unless not."""
+        return await self.recovery.now(action, mask=mask)
 
     async def expire_due(self) -> int:
         """Move pending actions past their expiry to EXPIRED; how many this call moved."""

@@ -42,6 +42,7 @@ class Now:
     values: dict[str, Any] | None  # the fields of the action's diff, as a fresh plan reads them
     version: str | None
     problem: str | None  # why the fields could not be read, or what a fresh plan objects to
+    after: dict[str, Any] | None = None  # what a fresh plan would now write
 
 
 class Recovery:
@@ -102,8 +103,10 @@ class Recovery:
             raise ActionError("ACTION_CHANGED", f"action {action.id} was settled meanwhile")
         return self._outcomes.result(saved)
 
-    async def now(self, action: Action) -> Now:
-        """The action's fields as its system holds them now: a fresh plan, nothing written."""
+    async def now(self, action: Action, *, mask: bool = True) -> Now:
+        """The action's fields as its system holds them now: a fresh plan, nothing written.
+
+        `mask=False` only for a person granted the kind's personal data."""
         kind = self._outcomes.catalog.get(action.kind)
         if kind is None:
             return Now(None, None, f"the action '{action.kind}' is no longer configured")
@@ -120,8 +123,12 @@ class Recovery:
         if not isinstance(plan, Plan):
             return Now(None, None, "the action's implementation returned no plan")
         problem = "; ".join(p.message for p in plan.problems) or None
+        shown = self._outcomes.catalog.masked if mask else (lambda _, values: values)
         return Now(
-            self._outcomes.catalog.masked(kind.kind, plan.before), plan.target_version, problem
+            shown(kind.kind, plan.before),
+            plan.target_version,
+            problem,
+            shown(kind.kind, plan.after),
         )
 
     async def _find_effect(self, action: Action) -> Effect | None:

@@ -239,6 +239,24 @@ async def page(
     return found, len(rows) > limit
 
 
+async def pending(connection: AsyncConnection, *, limit: int) -> list[Action]:
+    """Up to `limit` pending actions with their approvals, the nearest approval deadline
+    first (the approvers' queue: counts, filters and sorting work on the whole of it)."""
+    query = (
+        select(actions)
+        .where(actions.c.status == Status.PENDING_APPROVAL.value)
+        .order_by(actions.c.expires_at, actions.c.id)
+        .limit(limit)
+    )
+    rows = list(await connection.execute(query))
+    verdicts: dict[str, list[Any]] = {r.id: [] for r in rows}
+    if verdicts:
+        found = select(approvals).where(approvals.c.action_id.in_(list(verdicts)))
+        for verdict in await connection.execute(found.order_by(approvals.c.at)):
+            verdicts[verdict.action_id].append(verdict)
+    return [_action(r, verdicts[r.id]) for r in rows]
+
+
 async def due_for_expiry(connection: AsyncConnection, now: datetime) -> list[str]:
     """Pending actions past their expiry."""
     query = select(actions.c.id).where(

@@ -18,12 +18,17 @@ from pydantic import ValidationError
 
 from gateway import approvals
 from gateway.actions.store import Action, Status
+from gateway.console import changes
 from gateway.console.access import Viewer, may_see_action, names
+from gateway.console.changes import HIDDEN, Seen, currency_of
 from gateway.console.pages import ConsoleRoute, Refused, render
 from gateway.console.signin import CSRF_FIELD, ServicesDep, ViewerDep
+from gateway.console.wording import field_label, value_words
 from gateway.console.wording import shown as words
+from gateway.headlines import Names, headline, names_for, subject
 from gateway.recovery import Now
 from gateway.services import Services
+from sources.actions import MASK
 
 EVENTS_SHOWN = 500
 DONE = {
@@ -39,6 +44,7 @@ class Decidable:
     action: Action
     refusal: str | None  # why this person may not approve or reject it; None when they may
     approvers: list[str]
+    stuck: str | None = None  # why nobody can complete its approvals as things stand
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +91,23 @@ async def action_page(
     events, more = await services.audit.query(action_id=action.id, limit=EVENTS_SHOWN)
     in_doubt = action.status is Status.IN_DOUBT
     now = await services.writes.now(action) if in_doubt else None
+    item = decidable(services, viewer, action)
+    looked_up = await names_for([action], services.reads)
+    seen = seen_by(services, viewer, action, looked_up)
+    fresh = await _read_again(services, action, seen)
+    title = headline(action, services.catalog, looked_up)
     return render(
         "action.html",
         viewer=viewer,
         status=status,
-        item=decidable(services, viewer, action),
+        item=item,
+        headline=title,
+        subject=subject(action, services.catalog, looked_up),
+        rows=changes.rows(action, seen, fresh),
+        fresh=fresh,
+        moved=changes.moved(action, fresh),
+        read_from=_system(services, action),
+        input_rows=_input_rows(services, viewer, action, seen),
         events=events,
         more_events=more,
         bound=_bound(action),
@@ -106,6 +124,29 @@ async def action_page(
     )
 
 
+async def _read_again(services: Services, action: Action, seen: Seen) -> Now | None:
+    """For a pending action, the record read again now and what approving would write."""
+    if action.status is not Status.PENDING_APPROVAL:
+        return None
+    return await services.writes.now(action, mask=not seen.granted)
+
+
+def _system(services: Services, action: Action) -> str:
+    return services.catalog.source(action.kind).name if action.kind in services.catalog else ""
+
+
+def _input_rows(
+    services: Services, viewer: Viewer, action: Action, seen: Seen
+) -> list[tuple[str, str]]:
+    """The input as submitted, field by field in words (personal data as the viewer may)."""
+    shown = shown_input(services, viewer, action)
+    return [
+        (field_label(name), HIDDEN if value == MASK else value_words(name, value, seen.currency))
+        for name, value in shown.items()
+        if value is not None
+    ]
+
+
 def decidable(services: Services, viewer: Viewer, action: Action) -> Decidable:
     """Whether `viewer` may approve `action` now, as the server will judge it."""
     if action.status is not Status.PENDING_APPROVAL:
@@ -115,18 +156,52 @@ def decidable(services: Services, viewer: Viewer, action: Action) -> Decidable:
     except (KeyError, ValidationError):
         return Decidable(action, "its input cannot be read, so it cannot be approved here", [])
     why = approvals.refusal(viewer.principal, action, amount=amount, policy=services.policy)
-    return Decidable(action, why, services.writes.approvers_for(action))
+    who = services.writes.approvers_for(action)
+    return Decidable(action, why, who, _stuck(action, who))
+
+
+def _stuck(action: Action, approvers: list[str]) -> str | None:
+    """Why the approvals it still needs cannot all be given, or None when they can."""
+    needed = max(1, action.approvals_required) - approvals.valid_approvals(action)
+    if len(approvers) >= needed:
+        return None
+    if not approvers:
+        return "nobody who may approve it is left"
+    more = "approval" if needed == 1 else "approvals"
+    people = "person" if len(approvers) == 1 else "people"
+    return f"it needs {needed} more {more} and only {len(approvers)} {people} may give one"
 
 
 def shown_input(services: Services, viewer: Viewer, action: Action) -> dict[str, Any]:
     """The action's input, personal data masked unless the viewer is granted it (as GraphQL)."""
     kind = services.catalog.get(action.kind)
-    if (
-        kind is None
-        or services.policy.decide(viewer.principal, f"pii:{kind.entity}", "read").allowed
-    ):
+    if kind is None or pii_granted(services, viewer, action):
         return action.input
     return services.catalog.masked(kind.kind, action.input) or {}
+
+
+def pii_granted(services: Services, viewer: Viewer, action: Action) -> bool:
+    """Whether policy grants `viewer` the personal data of the entity `action` changes."""
+    kind = services.catalog.get(action.kind)
+    return (
+        kind is not None
+        and services.policy.decide(viewer.principal, f"pii:{kind.entity}", "read").allowed
+    )
+
+
+def seen_by(services: Services, viewer: Viewer, action: Action, names: Names) -> Seen:
+    """How `viewer` sees the action's personal data and money."""
+    kind = services.catalog.get(action.kind)
+    pii = frozenset() if kind is None else kind.pii_fields
+    return Seen(pii, pii_granted(services, viewer, action), currency_of(action, names))
+
+
+def amount_of(services: Services, action: Action) -> Decimal | None:
+    """The money at stake, or None (none, or an input its kind no longer reads)."""
+    try:
+        return _amount(services, action)
+    except (KeyError, ValidationError):
+        return None
 
 
 def _amount(services: Services, action: Action) -> Decimal | None:

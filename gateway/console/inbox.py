@@ -1,36 +1,45 @@
-"""The approvals inbox, and approving or rejecting from it.
+"""The approvals queue, and approving or rejecting from it.
 
-    GET  /console/approvals                  pending actions, newest first, each with who
-                                             asked, for whom, why it needs approval, the diff
+    GET  /console/approvals                  every pending action, counted (yours to
+                                             decide, others', those nobody can approve),
+                                             the nearest approval deadline first; filters
+                                             (mine, kind, requester or agent, amount), sorting,
+                                             pages that keep the filters; each card a headline,
+                                             who asked, why it needs approval, the change
     POST /console/actions/{id}/approve       comment        -> writes.approve -> action page
     POST /console/actions/{id}/reject        reason         -> writes.reject  -> action page
 
-A form is shown only when `approvals.refusal` says the server would accept it; otherwise
-the card says why not. What the server refuses anyway (someone was faster, the policy
-changed) comes back as a message on the action page, never as a traceback.
+A form is shown only when `approvals.refusal` says the server would accept it, and the
+Approve button only when the approvals still needed can all be given; otherwise the card
+says why not. What the server refuses anyway (someone was faster, the policy changed)
+comes back as a message on the action page, never as a traceback.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
-from gateway.actions.store import Status
-from gateway.console.access import Page, Viewer, names
+from gateway.console import queue
+from gateway.console.access import Page, Viewer
+from gateway.console.access import names as principal_names
 from gateway.console.history import action_page, decidable
 from gateway.console.pages import ROOT, ConsoleRoute, redirect, render
 from gateway.console.signin import CSRF_FIELD, FormDep, ServicesDep, allowed, form_text
 from gateway.errors import GatehouseError
+from gateway.headlines import names_for
 from gateway.services import Services
 
 PAGE_SIZE = 20
+QUEUE_LIMIT = 2000  # the pending actions counted and sorted at once; more are named
 ApproverDep = Annotated[Viewer, Depends(allowed(Page.APPROVALS))]
 ActionId = Annotated[str, Path(max_length=64)]
+Param = Annotated[str, Query(max_length=64)]
 
 
 def router() -> APIRouter:
-    """The inbox and its two forms."""
+    """The queue and its two forms."""
     routes = APIRouter(route_class=ConsoleRoute)
     routes.add_api_route("/approvals", inbox, methods=["GET"], include_in_schema=False)
     routes.add_api_route(
@@ -42,32 +51,43 @@ def router() -> APIRouter:
     return routes
 
 
-async def inbox(services: ServicesDep, viewer: ApproverDep, after: str | None = None) -> Response:
-    """Pending actions, newest first, a page at a time."""
-    cursor = None
-    if after and (last := await services.writes.get(after)) is not None:
-        cursor = (last.created_at, last.id)
-    pending, more = await services.writes.page(
-        status=Status.PENDING_APPROVAL,
-        principal=None,
-        visible_to=None,
-        limit=PAGE_SIZE,
-        after=cursor,
-    )
-    items = []
-    for listed in pending:  # the page holds no approvals; each card needs them
-        action = await services.writes.get(listed.id)
-        if action is not None and action.status is Status.PENDING_APPROVAL:
-            items.append(decidable(services, viewer, action))
+async def inbox(
+    services: ServicesDep,
+    viewer: ApproverDep,
+    mine: Param = "",
+    kind: Param = "",
+    who: Param = "",
+    min_amount: Param = "",
+    max_amount: Param = "",
+    sort: Param = "",
+    page: Param = "",
+) -> Response:
+    """The queue: counts over every pending action, then one page of those that match."""
+    asked = {"mine": mine, "kind": kind, "who": who, "min_amount": min_amount}
+    asked |= {"max_amount": max_amount, "sort": sort, "page": page}
+    filters, problems = queue.read_filters(asked, kinds=set(services.catalog))
+    pending = await services.writes.pending(limit=QUEUE_LIMIT)
+    items = [decidable(services, viewer, action) for action in pending]
+    chosen = queue.sort(queue.matching(items, filters, services), filters.sort, services)
+    shown, pages = queue.page_of(chosen, filters.page, PAGE_SIZE)
+    names = await names_for([item.action for item in shown], services.reads)
     return render(
         "approvals.html",
         viewer=viewer,
+        status=400 if problems else 200,
+        error=" ".join(problems) or None,
         active=Page.APPROVALS.value,
-        items=items,
-        names=names(services),
+        counts=queue.counts(items),
+        capped=len(pending) >= QUEUE_LIMIT,
+        cards=[queue.card(services, viewer, item, names) for item in shown],
+        matching=len(chosen),
+        pages=pages,
+        filters=filters,
+        sorts=queue.SORTS,
+        kinds=list(services.catalog),
+        requesters=queue.requesters(pending),
+        names=principal_names(services),
         catalog=services.catalog,
-        next_after=pending[-1].id if more and pending else None,
-        first_page=after is None,
         csrf_field=CSRF_FIELD,
     )
 

@@ -79,8 +79,10 @@ def environment() -> Environment:
 
 def render(
     template: str, *, viewer: Viewer | None, status: int = 200, **context: Any
+        field_label=wording.field_label,
 ) -> HTMLResponse:
     """A page from a template, with what the layout needs (who is signed in, the time)."""
+    env.globals.update(value_words=wording.value_words)
     page = environment().get_template(template)
     defaults = {"notice": None, "error": None, "active": ""}
     html = page.render(

@@ -15,6 +15,7 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 
 from gateway.catalog import Catalog
+from gateway.headlines import money
 
 STATUS_WORDS = {
     "RECEIVED": "Received",
@@ -171,3 +172,58 @@ def diff_rows(diff: dict[str, Any] | None) -> list[tuple[str, str, str, bool]]:
         (name, shown(before.get(name)), shown(after.get(name)), before.get(name) != after.get(name))
         for name in names
     ]
+
+
+FIELD_LABELS = {
+    "on_hand": "On hand",
+    "reserved": "Reserved for orders",
+    "available": "Available to sell",
+    "location": "Location",
+    "outstanding": "Outstanding balance",
+    "credited_on_order": "Credited on this order so far",
+    "credit_limit": "Credit limit",
+    "available_credit": "Available credit",
+    "currency": "Currency",
+    "status": "Status",
+    "email": "E-mail",
+    "phone": "Phone",
+    "contacts": "Contacts",
+    "total": "Order total",
+    "customer_id": "Customer",
+    "order_id": "Order",
+    "reservations": "Stock reserved",
+    "sku": "Item (SKU)",
+    "delta": "Change in stock",
+    "reason": "Reason given",
+    "amount": "Amount",
+    "reference": "Bank reference",
+    "lines": "Order lines",
+    "quantity": "Quantity",
+    "role": "Role",
+    "name": "Name",
+}
+MONEY_FIELDS = frozenset(
+    {"outstanding", "credited_on_order", "credit_limit", "available_credit", "total", "amount"}
+)
+
+
+def field_label(name: str) -> str:
+    """`on_hand` -> `On hand`: the words a field is shown with."""
+    if name in FIELD_LABELS:
+        return FIELD_LABELS[name]
+    words = name.replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
+def value_words(name: str, value: Any, currency: str | None = None) -> str:
+    """A field's value for a person: money with its currency, records as `Label: value`
+    pairs and lists of them one after another, never JSON."""
+    if name in MONEY_FIELDS and value is not None and not isinstance(value, dict | list):
+        return money(value, currency)
+    if isinstance(value, dict):
+        return ", ".join(
+            f"{field_label(k)}: {value_words(k, v, currency)}" for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return "; ".join(value_words(name, item, currency) for item in value) or "none"
+    return shown(value)

@@ -30,7 +30,7 @@ def test_action_page_shows_decision_approvals_diff_and_audit_events(console: Con
     assert "Adjust inventory" in page
     assert '<span class="badge good" title="APPLIED">Applied</span>' in page
     assert "RESTOCK_OVER_LIMIT" in page
-    assert '<th scope="row">on_hand</th>' in page
+    assert '<th scope="row">On hand</th>' in page
     for event in ("action.pending_approval", "action.approved", "action.applied"):
         assert f"<code>{event}</code>" in page
     assert "Result from the system of record" in page

@@ -19,7 +19,7 @@ def _card(html: str, action_id: str) -> str:
 def test_inbox_as_approver_shows_request_with_rule_diff_and_forms(console: Console) -> None:
     action_id = console.pending_restock(delta=150)
     with console.signed_in("finn") as finn:
-        response = finn.get("/console/approvals")
+        response = finn.get("/console/approvals?sort=newest")
     assert response.status_code == 200
     card = _card(response.text, action_id)
     assert "Waiting for your decision" in card
@@ -28,22 +28,26 @@ def test_inbox_as_approver_shows_request_with_rule_diff_and_forms(console: Conso
     )
     assert "RESTOCK_OVER_LIMIT" in card
     assert "need a human approver" in card
-    assert '<th scope="row">on_hand</th>' in card
+    assert '<th scope="row">On hand</th>' in card
     assert f'action="/console/actions/{action_id}/approve"' in card
     assert f'action="/console/actions/{action_id}/reject"' in card
 
 
-def test_inbox_lists_newest_first(console: Console) -> None:
+def test_inbox_lists_soonest_deadline_first_and_newest_first_when_asked(
+    console: Console,
+) -> None:
     older, newer = console.pending_restock(), console.pending_restock()
     with console.signed_in("finn") as finn:
-        html = finn.get("/console/approvals").text
-    assert html.index(f"action-{newer}") < html.index(f"action-{older}")
+        by_deadline = finn.get("/console/approvals").text
+        by_age = finn.get("/console/approvals?sort=newest").text
+    assert by_deadline.index(f"action-{older}") < by_deadline.index(f"action-{newer}")
+    assert by_age.index(f"action-{newer}") < by_age.index(f"action-{older}")
 
 
 def test_inbox_for_agents_owner_offers_no_approve_form_and_says_why(console: Console) -> None:
     action_id = console.pending_restock()
     with console.signed_in("olivia") as olivia:
-        card = _card(olivia.get("/console/approvals").text, action_id)
+        card = _card(olivia.get("/console/approvals?sort=newest").text, action_id)
     assert "/approve" not in card
     assert "/reject" not in card
     assert "You can't decide this one: olivia requested this action" in card
