@@ -407,8 +407,11 @@ class AuditTrail:
         action_id: str | None = None,
         limit: int,
         after_seq: int | None = None,
+        before_seq: int | None = None,
+        newest_first: bool = False,
     ) -> tuple[list[StoredEvent], bool]:
-        """Events oldest first (seq ascending) from after `after_seq`; and whether more follow.
+        """Events between `after_seq` and `before_seq` (both exclusive), oldest first or
+        newest first; and whether more follow in that order.
 
         `since` is inclusive and `until` exclusive; both must be timezone-aware.
         """
@@ -425,7 +428,10 @@ class AuditTrail:
         )
         if after_seq is not None:
             conditions.append(audit_events.c.seq > after_seq)
-        statement = select(audit_events).where(*conditions).order_by(audit_events.c.seq)
+        if before_seq is not None:
+            conditions.append(audit_events.c.seq < before_seq)
+        order = audit_events.c.seq.desc() if newest_first else audit_events.c.seq
+        statement = select(audit_events).where(*conditions).order_by(order)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement.limit(limit + 1))).all()
         return [_stored(row) for row in rows[:limit]], len(rows) > limit

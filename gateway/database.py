@@ -77,6 +77,11 @@ Index("ix_actions_lease_until", actions.c.lease_until)
 Index("ix_actions_updated_at", actions.c.updated_at)
 # The claim on a key: inserting an action that holds a key someone else holds conflicts.
 HELD_KEY = actions.c.key_held_until.is_not(None)
+# The compliance ledger (actions/ledger.py): newest first a page at a time, found by
+# trace id or by the person an agent acted for. These columns never change once stored.
+Index("ix_actions_created", actions.c.created_at, actions.c.id)
+Index("ix_actions_on_behalf_of", actions.c.on_behalf_of)
+Index("ix_actions_trace_id", actions.c.trace_id)
 Index(
     "ux_actions_held_key",
     actions.c.principal,
@@ -100,6 +105,8 @@ approvals = Table(
 )
 
 # The outbox: every message owed to someone, written in the transaction that causes it
+# The ledger's "approved by": what one approver decided.
+Index("ix_approvals_approver", approvals.c.approver)
 # (notices.py, alerts.py) and delivered by the sender (sender.py), any replica claiming it.
 notifications = Table(
     "notifications",

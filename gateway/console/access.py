@@ -2,6 +2,7 @@
 
     approvals  a human whom policy lets `approve` some kind of action
     audit      policy lets them `read` the `audit` trail (compliance)
+    ledger     as audit: the trail's actions, one row each
     in-doubt   a human whom policy lets `resolve` some kind of action (the operator role)
     sources    policy lets them `read` at least one entity
     an action  approvals or audit, or they requested it (or own the agent that did); an
@@ -28,6 +29,7 @@ class Page(StrEnum):
     APPROVALS = "approvals"
     AUDIT = "audit"
     SOURCES = "sources"
+    LEDGER = "ledger"
     IN_DOUBT = "in-doubt"
 
 
@@ -54,7 +56,7 @@ def pages_for(principal: Principal, services: Services) -> frozenset[Page]:
     ):
         granted.add(Page.IN_DOUBT)
     if policy.decide(principal, "audit", "read").allowed:
-        granted.add(Page.AUDIT)
+        granted |= {Page.AUDIT, Page.LEDGER}
     if any(policy.can_read(principal, entity) for entity in services.config.entities):
         granted.add(Page.SOURCES)
     return frozenset(granted)

@@ -6,7 +6,7 @@ from importlib.resources import files
 
 from fastapi import APIRouter, Response
 
-from gateway.console import doubts, history, inbox, signin, systems, trail
+from gateway.console import doubts, history, inbox, ledger, signin, systems, trail
 from gateway.console.access import Page
 from gateway.console.pages import ROOT, ConsoleRoute, redirect, render
 from gateway.console.signin import ViewerDep
@@ -20,7 +20,7 @@ def console_router() -> APIRouter:
     routes = APIRouter(route_class=ConsoleRoute)
     routes.add_api_route("/", home, methods=["GET"], include_in_schema=False)
     routes.add_api_route("/console.css", stylesheet, methods=["GET"], include_in_schema=False)
-    for part in (signin, inbox, doubts, history, trail, systems):
+    for part in (signin, inbox, doubts, history, trail, ledger, systems):
         routes.include_router(part.router())
     return routes
 

@@ -1,12 +1,15 @@
 """The audit trail for compliance: filter, page, see the chain verified, download.
 
 GET /console/audit          filters (from, until, principal, people vs agents, action
-                            kind, outcome), 50 events a page oldest first (Next: after
-                            the last seq), the chain's verification (re-checked at most
-                            once a minute: it reads the whole trail)
+                            kind, outcome, one action), 50 events a page newest first
+                            (Older: before the last seq, Newer: after the first), each
+                            action's status now beside the one its event recorded, the
+                            chain's verification (re-checked at most once a minute: it
+                            reads the whole trail)
 GET /console/audit/export   the same filtered view as CSV or JSONL, through
-                            `AuditTrail.export`; the two filters it lacks (principal kind,
-                            outcome) are applied here to what it wrote
+                            `AuditTrail.export`; the filters it lacks (principal kind,
+                            outcome, action) are applied here to what it wrote. The
+                            download is itself audited (`audit.exported`)
 """
 
 from __future__ import annotations
@@ -25,16 +28,19 @@ from weakref import WeakKeyDictionary
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from gateway.actions import ledger
 from gateway.actions.store import Status
-from gateway.audit import AuditTrail, ExportFormat, Verification
+from gateway.audit import AuditEvent, AuditTrail, ExportFormat, StoredEvent, Verification
 from gateway.console.access import Page, Viewer, names
 from gateway.console.pages import ConsoleRoute, Refused, render
 from gateway.console.signin import ServicesDep, allowed
 from gateway.services import Services
+from gateway.telemetry import current_trace_id
 
 PAGE_SIZE = 50
 VERIFY_EVERY = 60.0  # seconds a verification result is shown before the chain is read again
-OUTCOMES = (*(s.value for s in Status), "RELOADED", "READ")
+EXPORTED = "EXPORTED"  # the outcome of an `audit.exported` event
+OUTCOMES = (*(s.value for s in Status), "RELOADED", "READ", EXPORTED)
 MEDIA = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
 ComplianceDep = Annotated[Viewer, Depends(allowed(Page.AUDIT))]
 
@@ -52,6 +58,7 @@ class Filters:
     principal_kind: str = ""
     action_kind: str = ""
     outcome: str = ""
+    action_id: str = ""
 
     @classmethod
     def of(cls, params: Mapping[str, str]) -> Filters:
@@ -65,7 +72,7 @@ class Filters:
 
     def window(self) -> tuple[datetime | None, datetime | None]:
         """The period as UTC times: from inclusive, until inclusive of a whole date."""
-        return _moment(self.since, "From", end=False), _moment(self.until, "Until", end=True)
+        return moment(self.since, "From", end=False), moment(self.until, "Until", end=True)
 
     def equal(self) -> dict[str, str | None]:
         """The filters that match one column exactly."""
@@ -74,14 +81,19 @@ class Filters:
             "principal_kind": self.principal_kind or None,
             "action_kind": self.action_kind or None,
             "outcome": self.outcome or None,
+            "action_id": self.action_id or None,
         }
+
+    def chosen(self) -> dict[str, str]:
+        """The filters set, by name: what an export's audit event records."""
+        return {f.name: value for f in fields(self) if (value := getattr(self, f.name))}
 
 
 class BadFilter(ValueError):
     """A filter that cannot be read; says which, in words."""
 
 
-def _moment(text: str, label: str, *, end: bool) -> datetime | None:
+def moment(text: str, label: str, *, end: bool) -> datetime | None:
     """`2026-11-23` (a whole day) or `2026-11-23T10:00` (UTC unless a zone is given)."""
     if not text:
         return None
@@ -107,19 +119,30 @@ async def trail(
     request: Request,
     services: ServicesDep,
     viewer: ComplianceDep,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    older: Annotated[int | None, Query(ge=0)] = None,
+    newer: Annotated[int | None, Query(ge=0)] = None,
 ) -> Response:
-    """One page of the filtered trail, with the chain's status."""
+    """One page of the filtered trail, newest first, with the chain's status."""
     filters = Filters.of(request.query_params)
-    events: list[Any] = []
+    events: list[StoredEvent] = []
     more, error = False, None
     try:
         since, until = filters.window()
         events, more = await services.audit.query(
-            since=since, until=until, **filters.equal(), limit=PAGE_SIZE, after_seq=after
+            since=since,
+            until=until,
+            **filters.equal(),
+            limit=PAGE_SIZE,
+            after_seq=newer,
+            before_seq=None if newer is not None else older,
+            newest_first=newer is None,
         )
     except BadFilter as bad:
         error = str(bad)
+    if newer is not None:  # read oldest first from `newer` on; shown newest first
+        events.reverse()
+    has_newer = more if newer is not None else older is not None
+    has_older = more if newer is None else True
     return render(
         "audit.html",
         viewer=viewer,
@@ -127,9 +150,13 @@ async def trail(
         active=Page.AUDIT.value,
         filters=filters,
         events=events,
+        now_status=await ledger.current_statuses(
+            services.engine, (e.action_id for e in events if e.action_id)
+        ),
         names=names(services),
-        next_query=filters.query(after=events[-1].seq) if more and events else None,
-        paged=after is not None,
+        newer_query=filters.query(newer=events[0].seq) if has_newer and events else None,
+        older_query=filters.query(older=events[-1].seq) if has_older and events else None,
+        paged=older is not None or newer is not None,
         error=error,
         chain=await chain_status(services.audit),
         principals=sorted(p.id for p in services.authenticator.all()),
@@ -161,11 +188,52 @@ async def export(
         body = await exported(services, filters, fmt)
     except BadFilter as bad:
         raise Refused(400, "Cannot download this view", str(bad), viewer) from bad
+    await record_export(
+        services, viewer, what="events", fmt=fmt, filters=filters.chosen(), rows=rows(body, fmt)
+    )
+    return download(body, fmt, "audit")
+
+
+def rows(body: str, fmt: ExportFormat) -> int:
+    """How many records an export holds: JSONL lines, or CSV rows but the header (a CSV
+    value may span lines inside its quotes, so rows are read, not lines counted)."""
+    if fmt == "jsonl":
+        return sum(1 for line in body.split("\n") if line)
+    return max(sum(1 for _ in csv.reader(io.StringIO(body, newline=""))) - 1, 0)
+
+
+def download(body: str, fmt: ExportFormat, name: str) -> Response:
+    """An export as a file named for what and when."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Response(
         body,
         media_type=MEDIA[fmt],
-        headers={"Content-Disposition": f'attachment; filename="gatehouse-audit-{stamp}.{fmt}"'},
+        headers={"Content-Disposition": f'attachment; filename="gatehouse-{name}-{stamp}.{fmt}"'},
+    )
+
+
+async def record_export(
+    services: Services,
+    viewer: Viewer,
+    *,
+    what: str,
+    fmt: ExportFormat,
+    filters: Mapping[str, str],
+    rows: int,
+) -> None:
+    """Audit a download: who took which view of what, in which format, how many records."""
+    principal = viewer.principal
+    await services.audit.append(
+        AuditEvent(
+            event="audit.exported",
+            principal=principal.id,
+            principal_kind=principal.kind.value,
+            on_behalf_of=principal.on_behalf_of,
+            channel="console",
+            outcome=EXPORTED,
+            trace_id=current_trace_id(),
+            payload={"export": what, "format": fmt, "filters": dict(filters), "rows": rows},
+        )
     )
 
 
@@ -182,7 +250,9 @@ async def exported(services: Services, filters: Filters, fmt: ExportFormat) -> s
         principal=equal["principal"],
         action_kind=equal["action_kind"],
     )
-    narrower = {k: v for k in ("principal_kind", "outcome") if (v := equal[k]) is not None}
+    narrower = {
+        k: v for k in ("principal_kind", "outcome", "action_id") if (v := equal[k]) is not None
+    }
     return _narrowed(out.getvalue(), fmt, narrower) if narrower else out.getvalue()
 
 

@@ -50,6 +50,7 @@ EVENT_WORDS = {
     "action.tampered": "Input found altered",
     "policy.reloaded": "Policy files reloaded",
     "read.classified": "Read classified fields",
+    "audit.exported": "Downloaded from the audit trail or ledger",
 }
 DECISION_WORDS = {
     "allow": "Allowed",

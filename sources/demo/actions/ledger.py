@@ -135,8 +135,15 @@ class IssueCreditNote(IssueCreditNoteContract, ErpAction):
         async with source.transaction() as connection:
             credited, ceiling, cancelled = await _credit_room(connection, source, data.order_id)
         outstanding: Decimal = balance.data["outstanding"]
-        before = {"outstanding": str(outstanding), "credited_on_order": str(credited)}
+        # The currency too, as a payment's diff has it: the amount is in it, and the record of
+        # the action (the ledger, exports) says so without reading the account again.
+        before = {
+            "outstanding": str(outstanding),
+            "credited_on_order": str(credited),
+            "currency": balance.data["currency"],
+        }
         after = {
+            **before,
             "outstanding": str(outstanding - data.amount),
             "credited_on_order": str(credited + data.amount),
         }

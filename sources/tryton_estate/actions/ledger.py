@@ -323,8 +323,15 @@ async def _credit_plan(
 ) -> Plan:
     credited = await _credited(source, sale["invoices"])
     outstanding: Decimal = balance.data["outstanding"]
-    before = {"outstanding": str(outstanding), "credited_on_order": str(credited)}
+    # The currency too, as a payment's diff has it: the amount is in it, and the record of
+    # the action (the ledger, exports) says so without reading the account again.
+    before = {
+        "outstanding": str(outstanding),
+        "credited_on_order": str(credited),
+        "currency": balance.data["currency"],
+    }
     after = {
+        **before,
         "outstanding": str(outstanding - data.amount),
         "credited_on_order": str(credited + data.amount),
     }

@@ -1,0 +1,373 @@
+"""The actions as compliance reads them: one entry per action, newest first.
+
+    Query (who, approver, kind, status, period, search)  ->  WHERE on `actions`
+    page(after=older-than | before=newer-than)   keyset on (created_at, id), both ways,
+                                                 never OFFSET: ix_actions_created
+    totals(...)     count by status (GROUP BY); amounts summed by status, kind and
+                    currency, as each kind's contract computes them (`amount()` is
+                    code, not a column), so only while the view is small enough to read
+    every(...)      all entries of the view in keyset batches, for exports
+
+An entry carries the action's input as stored (unmasked): callers mask it (`masked_input`)
+before it is shown or written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.actions.store import FINAL, Approval, Status
+from gateway.catalog import Catalog
+from gateway.database import actions, approvals
+
+SUM_LIMIT = 20_000  # beyond this many actions in a view, amounts are not summed at all
+_BATCH = 1000  # entries read per query by `every` and the sums
+_ACTION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_COLUMNS = (
+    actions.c.id,
+    actions.c.created_at,
+    actions.c.updated_at,
+    actions.c.expires_at,
+    actions.c.kind,
+    actions.c.status,
+    actions.c.principal,
+    actions.c.on_behalf_of,
+    actions.c.channel,
+    actions.c.target,
+    actions.c.input,
+    actions.c.input_digest,
+    actions.c.diff,
+    actions.c.result,
+    actions.c.decision,
+    actions.c.rule,
+    actions.c.reason,
+    actions.c.policy_version,
+    actions.c.approvals_required,
+    actions.c.trace_id,
+)
+_NEWEST_FIRST = (actions.c.created_at.desc(), actions.c.id.desc())
+_OLDEST_FIRST = (actions.c.created_at.asc(), actions.c.id.asc())
+_place = tuple_(actions.c.created_at, actions.c.id)  # an entry's place, as the cursor holds it
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class BadCursor(ValueError):
+    """A paging link that was not made by this page (edited, cut short)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A place in the ledger: an action's creation time and id."""
+
+    created_at: datetime
+    id: str
+
+    def token(self) -> str:
+        """The cursor as a link carries it: microseconds since the epoch, a dot, the id."""
+        micros = (_utc(self.created_at) - _EPOCH) // timedelta(microseconds=1)
+        return f"{micros}.{self.id}"
+
+    @classmethod
+    def parse(cls, token: str) -> Cursor:
+        """The cursor a link carries; BadCursor when it is not one."""
+        micros, _, action_id = token.partition(".")
+        if not micros.isdigit() or len(micros) > 18 or not _ACTION_ID.match(action_id):
+            raise BadCursor(f"'{token[:80]}' is not a place in the ledger")
+        return cls(_EPOCH + timedelta(microseconds=int(micros)), action_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Which actions a view holds; None matches anything."""
+
+    search: str | None = None  # an action id, a trace id, or part of a target
+    who: str | None = None  # the requester, or the person an agent acted for
+    approver: str | None = None  # someone who approved or rejected it
+    kind: str | None = None
+    status: str | None = None  # its status now
+    since: datetime | None = None  # requested at or after (aware)
+    until: datetime | None = None  # requested before (aware)
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The WHERE clause of the view."""
+        c = actions.c
+        found: list[ColumnElement[bool]] = []
+        if self.search:
+            found.append(_search(self.search))
+        if self.who is not None:
+            found.append(or_(c.principal == self.who, c.on_behalf_of == self.who))
+        if self.approver is not None:
+            decided = select(approvals.c.action_id).where(approvals.c.approver == self.approver)
+            found.append(c.id.in_(decided))
+        if self.kind is not None:
+            found.append(c.kind == self.kind)
+        if self.status is not None:
+            found.append(c.status == self.status)
+        if self.since is not None:
+            found.append(c.created_at >= _utc(self.since))
+        if self.until is not None:
+            found.append(c.created_at < _utc(self.until))
+        return found
+
+
+def _search(text: str) -> ColumnElement[bool]:
+    # An id or a trace id is looked up by its index; anything else is part of a target.
+    lowered = text.strip().lower()
+    if _ACTION_ID.match(lowered):
+        return actions.c.id == lowered
+    if _TRACE_ID.match(lowered):
+        return actions.c.trace_id == lowered
+    return func.lower(actions.c.target).contains(lowered, autoescape=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One action as the ledger shows it."""
+
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    kind: str
+    status: Status
+    principal: str
+    on_behalf_of: str | None
+    channel: str
+    target: str
+    input: dict[str, Any]  # as stored: unmasked
+    input_digest: str
+    diff: dict[str, Any] | None
+    result: dict[str, Any] | None
+    decision: str
+    rule: str
+    reason: str
+    policy_version: str
+    approvals_required: int
+    trace_id: str
+    approvals: tuple[Approval, ...] = field(default=())
+
+    @property
+    def cursor(self) -> Cursor:
+        """This entry's place in the ledger."""
+        return Cursor(self.created_at, self.id)
+
+    @property
+    def settled_at(self) -> datetime | None:
+        """When it reached its final status; None while it may still change."""
+        return _utc(self.updated_at) if self.status in FINAL else None
+
+    def counts(self, verdict: Approval) -> bool:
+        """Whether a verdict was given on this input under this policy (else it was voided)."""
+        return (
+            verdict.input_digest == self.input_digest
+            and verdict.policy_version == self.policy_version
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPage:
+    """One page of entries and where the pages on either side begin."""
+
+    entries: list[Entry]
+    newer: Cursor | None  # the first entry, when newer ones exist
+    older: Cursor | None  # the last entry, when older ones exist
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """What a contract says is at stake: an amount and, when recorded, its currency."""
+
+    amount: Decimal
+    currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """A view's counts by status and, when it is small enough, its sums of money."""
+
+    by_status: dict[str, int]
+    # (status, kind, currency) -> (sum, how many); None: too many actions to read them all
+    sums: dict[tuple[str, str, str | None], tuple[Decimal, int]] | None
+
+    @property
+    def count(self) -> int:
+        """How many actions the view holds."""
+        return sum(self.by_status.values())
+
+
+async def page(
+    engine: AsyncEngine,
+    query: Query,
+    *,
+    limit: int,
+    after: Cursor | None = None,
+    before: Cursor | None = None,
+) -> LedgerPage:
+    """Entries newest first: the first page, or those older than `after` or newer than
+    `before` (one of the two)."""
+    if after is not None and before is not None:
+        raise ValueError("page after a cursor or before one, not both")
+    statement = select(*_COLUMNS).where(*query.conditions())
+    if before is not None:  # walk towards the newest, then show them newest first
+        statement = statement.where(_place > _key(before)).order_by(*_OLDEST_FIRST)
+    else:
+        if after is not None:
+            statement = statement.where(_place < _key(after))
+        statement = statement.order_by(*_NEWEST_FIRST)
+    async with engine.connect() as connection:
+        rows = list(await connection.execute(statement.limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit] if before is None else list(reversed(rows[:limit]))
+        verdicts = await _approvals(connection, [row.id for row in rows])
+    entries = [_entry(row, verdicts.get(row.id, ())) for row in rows]
+    if not entries:
+        return LedgerPage(entries, None, None)
+    newer = more if before is not None else after is not None
+    older = more if before is None else True
+    return LedgerPage(
+        entries,
+        entries[0].cursor if newer else None,
+        entries[-1].cursor if older else None,
+    )
+
+
+async def every(engine: AsyncEngine, query: Query) -> AsyncIterator[Entry]:
+    """Every entry of the view, newest first, read in batches (each its own transaction)."""
+    after: Cursor | None = None
+    while True:
+        batch = await page(engine, query, limit=_BATCH, after=after)
+        for entry in batch.entries:
+            yield entry
+        if batch.older is None:
+            return
+        after = batch.older
+
+
+async def totals(engine: AsyncEngine, query: Query, *, catalog: Catalog) -> Totals:
+    """How many actions of the view are in each status, and the money they carry."""
+    statement = (
+        select(actions.c.status, func.count()).where(*query.conditions()).group_by(actions.c.status)
+    )
+    async with engine.connect() as connection:
+        by_status = {str(row[0]): int(row[1]) for row in await connection.execute(statement)}
+    if sum(by_status.values()) > SUM_LIMIT:
+        return Totals(by_status, None)
+    return Totals(by_status, await _sums(engine, query, catalog))
+
+
+async def _sums(
+    engine: AsyncEngine, query: Query, catalog: Catalog
+) -> dict[tuple[str, str, str | None], tuple[Decimal, int]]:
+    amounts: dict[tuple[str, str, str | None], Decimal] = defaultdict(Decimal)
+    counted: Counter[tuple[str, str, str | None]] = Counter()
+    async for entry in every(engine, query):
+        if (money := money_of(entry, catalog)) is not None:
+            key = (entry.status.value, entry.kind, money.currency)
+            amounts[key] += money.amount
+            counted[key] += 1
+    return {key: (total, counted[key]) for key, total in sorted(amounts.items(), key=_order)}
+
+
+def _order(item: tuple[tuple[str, str, str | None], Decimal]) -> tuple[str, str, str]:
+    status, kind, currency = item[0]
+    return status, kind, currency or ""
+
+
+def money_of(entry: Entry, catalog: Catalog) -> Money | None:
+    """The amount the action's contract says is at stake, with the currency it was in.
+
+    None when the kind carries no money, is no longer configured, or its stored input no
+    longer reads as the kind's input.
+    """
+    kind = catalog.get(entry.kind)
+    if kind is None:
+        return None
+    try:
+        amount = kind.amount(kind.Input.model_validate(entry.input))
+    except ValidationError:
+        return None
+    return None if amount is None else Money(amount, currency_of(entry))
+
+
+def currency_of(entry: Entry) -> str | None:
+    """The currency named by the input, else by the record's before/after or the result."""
+    diff = entry.diff or {}
+    for values in (entry.input, diff.get("after"), diff.get("before"), entry.result):
+        if isinstance(values, Mapping) and isinstance(found := values.get("currency"), str):
+            return found
+    return None
+
+
+def masked_input(entry: Entry, catalog: Catalog) -> dict[str, Any]:
+    """The entry's input with its personal data hidden, whoever is looking."""
+    return catalog.masked(entry.kind, entry.input) or {}
+
+
+async def current_statuses(engine: AsyncEngine, action_ids: Iterable[str]) -> dict[str, Status]:
+    """Each action's status now, for events that recorded an earlier one."""
+    wanted = sorted(set(action_ids))
+    if not wanted:
+        return {}
+    statement = select(actions.c.id, actions.c.status).where(actions.c.id.in_(wanted))
+    async with engine.connect() as connection:
+        return {row.id: Status(row.status) for row in await connection.execute(statement)}
+
+
+async def _approvals(
+    connection: AsyncConnection, action_ids: list[str]
+) -> dict[str, tuple[Approval, ...]]:
+    if not action_ids:
+        return {}
+    statement = (
+        select(approvals)
+        .where(approvals.c.action_id.in_(action_ids))
+        .order_by(approvals.c.action_id, approvals.c.at)
+    )
+    found: dict[str, list[Approval]] = defaultdict(list)
+    for row in await connection.execute(statement):
+        found[row.action_id].append(
+            Approval(
+                row.approver,
+                row.verdict,
+                row.comment,
+                row.input_digest,
+                row.policy_version,
+                _utc(row.at),
+            )
+        )
+    return {action_id: tuple(verdicts) for action_id, verdicts in found.items()}
+
+
+def _entry(row: Any, verdicts: tuple[Approval, ...]) -> Entry:
+    values = dict(row._mapping)
+    for name in ("input", "diff", "result"):
+        values[name] = None if values[name] is None else json.loads(values[name])
+    values["input"] = values["input"] or {}
+    for name in ("created_at", "updated_at", "expires_at"):
+        values[name] = None if values[name] is None else _utc(values[name])
+    return Entry(**{**values, "status": Status(values["status"])}, approvals=verdicts)
+
+
+def _key(cursor: Cursor) -> Any:
+    # Typed as the columns, so SQLite compares the time in the text form it stores.
+    return tuple_(
+        bindparam("cursor_at", _utc(cursor.created_at), type_=actions.c.created_at.type),
+        bindparam("cursor_id", cursor.id, type_=actions.c.id.type),
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back the naive UTC wall time that was stored; PostgreSQL an aware one.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
