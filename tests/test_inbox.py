@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import smtplib
 import ssl
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -10,10 +12,12 @@ from pathlib import Path
 import aiosmtplib
 import httpx
 import pytest
+from playwright.sync_api import Browser, expect, sync_playwright
 
-from gateway.demo.inbox_page import slack_lines
+from gateway.demo.inbox_page import mrkdwn, slack_lines
 from gateway.demo.inbox_process import InboxProcess
 
+CHROMIUM = Path("/usr/bin/chromium")
 USER = "gatehouse"
 PASSWORD = "inbox-test-password"
 
@@ -31,6 +35,20 @@ def inbox(shared_inbox: InboxProcess) -> InboxProcess:
     """The shared inbox, emptied."""
     shared_inbox.clear()
     return shared_inbox
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (Debian's); skipped without it, except under CI."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("the inbox's browser test needs Debian's chromium at /usr/bin/chromium")
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (and CI is not set)")
+    with sync_playwright() as playwright:
+        args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        yield launched
+        launched.close()
 
 
 @pytest.fixture
@@ -230,8 +248,29 @@ async def test_inbox_page_shows_mail_escaped_and_webhooks(inbox: InboxProcess) -
     assert "<script>" not in page.text  # the message's script is only in an escaped srcdoc
     assert "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;" in page.text
     assert '<iframe sandbox srcdoc="' in page.text
-    assert "Order *O-9* waits open (http://c/a/9)" in page.text
+    link = '<a href="http://c/a/9" rel="noreferrer" target="_blank">open</a>'
+    assert f"Order <strong>O-9</strong> waits {link}" in page.text
     assert "script-src 'none'" in page.headers["content-security-policy"]
+
+
+def test_inbox_page_in_a_browser_shows_mail_html_without_running_its_script(
+    inbox: InboxProcess, browser: Browser
+) -> None:
+    script = 'document.getElementById("h").textContent = "owned"; parent.document.title = "owned"'
+    html = f'<h2 id="h">Order O-1042</h2><p>Amount <b>12,400</b></p><script>{script}</script>'
+    # smtplib, not aiosmtplib: Playwright's sync API already runs an event loop in this thread.
+    with smtplib.SMTP(inbox.smtp_host, inbox.smtp_port, timeout=10) as smtp:
+        smtp.starttls(context=ssl.create_default_context(cafile=inbox.cert_file))
+        smtp.login(USER, PASSWORD)
+        smtp.send_message(message(html=html))
+    inbox.wait_for_messages(1)
+    page = browser.new_page()
+
+    page.goto(inbox.url)
+
+    expect(page.frame_locator("iframe").locator("h2")).to_have_text("Order O-1042")
+    expect(page).to_have_title("Gatehouse demo inbox")
+    page.close()
 
 
 def test_slack_lines_reads_text_sections_fields_context_and_buttons() -> None:
@@ -261,6 +300,15 @@ def test_slack_lines_reads_text_sections_fields_context_and_buttons() -> None:
         "*Amount*\n€ 1,200",
         "―――",
         "rule orders.large",
-        "[Open] http://c/a/1",
+        "<http://c/a/1|Open>",
     ]
     assert slack_lines({"event": "order.placed"}) is None
+
+
+def test_mrkdwn_renders_links_and_emphasis_and_escapes_the_rest() -> None:
+    text = "*Order* _O-9_ `placeOrder` <https://c/a/9|open> <javascript:alert(1)|x> <!here> 1 < 2"
+
+    assert str(mrkdwn(text)) == (
+        "<strong>Order</strong> <em>O-9</em> <code>placeOrder</code>"
+        ' <a href="https://c/a/9" rel="noreferrer" target="_blank">open</a> x !here 1 &lt; 2'
+    )

@@ -273,6 +273,10 @@ def create_inbox_app(store: InboxStore, *, smtp: str) -> FastAPI:
         behaviours.set(name, behaviour.statuses, behaviour.delay)
         return behaviour.model_dump()
 
+    @app.get("/favicon.ico", status_code=204)
+    async def favicon() -> None:
+        """None: answered so a browser's request is not logged as a 404."""
+
     @app.get("/", response_class=HTMLResponse)
     async def page(request: Request) -> HTMLResponse:
         hooks_url = str(request.base_url).rstrip("/") + "/hooks"

@@ -2,7 +2,7 @@
 
 render_page(mails, requests, ...)
 ├── an e-mail       subject, from, to, time; its text, and its HTML in a sandboxed iframe
-├── a Slack post    its `text` and blocks as the lines Slack would show
+├── a Slack post    its `text` and blocks as the lines Slack would show (mrkdwn as HTML)
 └── other webhooks  JSON pretty-printed, anything else as received
 
 Nothing from a message runs: Jinja escapes every value (the HTML goes in as an escaped `srcdoc`
@@ -15,9 +15,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from jinja2 import Environment
+from jinja2 import Environment, Template
+from markupsafe import Markup, escape
 
 from gateway.demo.inbox_store import HookRequest, Json, Mail
 
@@ -26,6 +29,12 @@ PAGE_LIMIT = 200
 
 # Slack's link markup: <https://example|label> or <https://example>.
 _SLACK_LINK = re.compile(r"<([^|<>]+)\|([^<>]+)>|<([^|<>]+)>")
+
+_EMPHASIS = (
+    (re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])"), "strong"),
+    (re.compile(r"(?<![\w_])_([^_\n]+)_(?![\w_])"), "em"),
+    (re.compile(r"`([^`\n]+)`"), "code"),
+)
 
 _TEMPLATE = """<!doctype html>
 <html lang="en">
@@ -70,7 +79,7 @@ This page refreshes every {{ refresh }} s.</p>
 <dl>
 <dt>From</dt><dd>{{ mail["from"] }}</dd>
 <dt>To</dt><dd>{{ mail.to or mail.envelope_to | join(", ") }}</dd>
-<dt>Received</dt><dd>{{ mail.received_at }}{% if mail.tls %} over TLS{% endif %}\
+<dt>Received</dt><dd>{{ mail.received_at | when }}{% if mail.tls %} over TLS{% endif %}\
 {% if mail.login %}, signed in as {{ mail.login }}{% endif %}</dd>
 </dl>
 {% if mail.html is not none %}
@@ -88,10 +97,10 @@ This page refreshes every {{ refresh }} s.</p>
 <dl>
 <dt>Request</dt><dd>{{ hook.method }} /hooks/{{ hook.name }}{% if hook.query %}?{{ hook.query }}\
 {% endif %}</dd>
-<dt>Received</dt><dd>{{ hook.received_at }}, answered {{ hook.status }}</dd>
+<dt>Received</dt><dd>{{ hook.received_at | when }}, answered {{ hook.status }}</dd>
 </dl>
 {% if entry.slack %}
-<div class="slack">{% for line in entry.slack %}<p>{{ line }}</p>{% endfor %}</div>
+<div class="slack">{% for line in entry.slack %}<p>{{ line | mrkdwn }}</p>{% endfor %}</div>
 <details><summary>JSON</summary><pre>{{ entry.body }}</pre></details>
 {% else %}
 <pre>{{ entry.body }}</pre>
@@ -107,9 +116,6 @@ This page refreshes every {{ refresh }} s.</p>
 </body>
 </html>
 """
-
-_ENVIRONMENT = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
-_PAGE = _ENVIRONMENT.from_string(_TEMPLATE)
 
 
 @dataclass(frozen=True)
@@ -130,9 +136,16 @@ def render_page(
     entries = [_Entry(mail.received_at, mail=mail.to_json()) for mail in mails[-PAGE_LIMIT:]]
     entries += [_hook_entry(request.to_json()) for request in requests[-PAGE_LIMIT:]]
     entries.sort(key=lambda entry: entry.received_at, reverse=True)
-    return _PAGE.render(
+    return _page().render(
         entries=entries[:PAGE_LIMIT], smtp=smtp, hooks_url=hooks_url, refresh=refresh
     )
+
+
+@cache
+def _page() -> Template:
+    environment = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    environment.filters.update(mrkdwn=mrkdwn, when=when)
+    return environment.from_string(_TEMPLATE)
 
 
 def _hook_entry(hook: Json) -> _Entry:
@@ -142,10 +155,10 @@ def _hook_entry(hook: Json) -> _Entry:
 
 
 def slack_lines(data: Any) -> list[str] | None:
-    """What Slack would show for an incoming-webhook body, line by line; None if it is not one."""
+    """The mrkdwn lines Slack would show for an incoming-webhook body; None if it is not one."""
     if not isinstance(data, dict) or not ({"text", "blocks"} & data.keys()):
         return None
-    lines = [_slack_text(data["text"])] if isinstance(data.get("text"), str) else []
+    lines = [data["text"]] if isinstance(data.get("text"), str) else []
     blocks = data.get("blocks")
     for block in blocks if isinstance(blocks, list) else []:
         lines += _block_lines(block)
@@ -153,30 +166,57 @@ def slack_lines(data: Any) -> list[str] | None:
 
 
 def _block_lines(block: Any) -> list[str]:
-    """The readable lines of one Block Kit block (section, header, context, actions, divider)."""
+    """The lines of one Block Kit block (section, header, context, actions, divider)."""
     if not isinstance(block, dict):
         return []
     if block.get("type") == "divider":
         return ["―――"]
     texts = [block.get("text"), *_list(block.get("fields")), *_list(block.get("elements"))]
-    return [_slack_text(_text_of(item)) for item in texts if _text_of(item)]
+    return [text for text in map(_text_of, texts) if text]
 
 
 def _text_of(item: Any) -> str:
-    """A text object's text; a button's label; "" for anything else."""
-    if isinstance(item, dict):
-        text = item.get("text")
-        if isinstance(text, dict):  # a button: {"type": "button", "text": {...}, "url": ...}
-            label, url = _text_of(text), item.get("url")
-            return f"[{label}] {url}" if isinstance(url, str) else f"[{label}]"
-        return text if isinstance(text, str) else ""
-    return ""
+    """A text object's text; a button as a mrkdwn link to its URL; "" for anything else."""
+    if not isinstance(item, dict):
+        return ""
+    text = item.get("text")
+    if isinstance(text, dict):  # a button: {"type": "button", "text": {...}, "url": ...}
+        label, url = _text_of(text), item.get("url")
+        return f"<{url}|{label}>" if isinstance(url, str) else f"[{label}]"
+    return text if isinstance(text, str) else ""
 
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _slack_text(text: str) -> str:
-    """Slack's mrkdwn links as a person reads them: "label (url)"."""
-    return _SLACK_LINK.sub(lambda m: f"{m[2]} ({m[1]})" if m[1] else m[3], text)
+def mrkdwn(text: str) -> Markup:
+    """Slack's mrkdwn as safe HTML: links (http and https only), *bold*, _italic_, `code`."""
+    parts: list[Markup] = []
+    position = 0
+    for link in _SLACK_LINK.finditer(text):
+        parts += [_emphasis(text[position : link.start()]), _link(link)]
+        position = link.end()
+    return Markup("").join([*parts, _emphasis(text[position:])])
+
+
+def _link(match: re.Match[str]) -> Markup:
+    url = match[1] or match[3]
+    label = match[2] or url
+    if not url.startswith(("http://", "https://")):  # a mention, a channel, or javascript:
+        return escape(label)
+    return Markup('<a href="{}" rel="noreferrer" target="_blank">{}</a>').format(url, label)
+
+
+def _emphasis(text: str) -> Markup:
+    # Escaped first, so the groups the patterns wrap are already safe.
+    html = str(escape(text))
+    for pattern, tag in _EMPHASIS:
+        html = pattern.sub(rf"<{tag}>\1</{tag}>", html)
+    return Markup(html)  # noqa: S704
+
+
+def when(received_at: str) -> str:
+    """An ISO timestamp as a person reads it: 2026-11-30 21:20:03 UTC."""
+    moment = datetime.fromisoformat(received_at).astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
