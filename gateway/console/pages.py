@@ -72,17 +72,17 @@ def environment() -> Environment:
         shown=wording.shown,
         pretty=wording.pretty,
         diff_rows=wording.diff_rows,
+        field_label=wording.field_label,
     )
     env.globals.update(relative=wording.relative, principal_kinds=wording.PRINCIPAL_KINDS)
+    env.globals.update(value_words=wording.value_words)
     return env
 
 
 def render(
     template: str, *, viewer: Viewer | None, status: int = 200, **context: Any
-        field_label=wording.field_label,
 ) -> HTMLResponse:
     """A page from a template, with what the layout needs (who is signed in, the time)."""
-    env.globals.update(value_words=wording.value_words)
     page = environment().get_template(template)
     defaults = {"notice": None, "error": None, "active": ""}
     html = page.render(
