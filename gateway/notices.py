@@ -198,11 +198,12 @@ class Notices:
         title = _words(kind.mutation) if kind else action.kind
         amount, currency = self._amount(action)
         status = outcome or action.status.value
+        key = action.target.partition(":")[2] or action.target  # InventoryItem:SKU-1 -> SKU-1
         subject = {
-            APPROVAL_REQUESTED: f"Approval needed: {title} {action.target}",
-            APPROVAL_EXPIRING: f"Approval closing soon: {title} {action.target}",
-            ACTION_DECIDED: f"{title} {action.target}: {_STATUS_WORDS.get(status, status)}",
-            ACTION_EVENT: f"{title} {action.target}: {_STATUS_WORDS.get(status, status)}",
+            APPROVAL_REQUESTED: f"Approval needed: {title} {key}",
+            APPROVAL_EXPIRING: f"Approval closing soon: {title} {key}",
+            ACTION_DECIDED: f"{title} {key}: {_STATUS_WORDS.get(status, status)}",
+            ACTION_EVENT: f"{title} {key}: {_STATUS_WORDS.get(status, status)}",
         }[topic]
         requester = self._principal_words(action.principal)
         if action.on_behalf_of:
@@ -240,7 +241,7 @@ class Notices:
         }
         if event is not None:
             data["event"] = {"id": event.id, "seq": event.seq, "name": event.event}
-        summary = _summary(topic, title, action.target, requester, status)
+        summary = _summary(topic, title, key, requester, status)
         link = f"{self._config.notify.console_url.rstrip('/')}/actions/{action.id}"
         return Message(topic, subject, summary, link, facts, data)
 

@@ -223,13 +223,16 @@ async def listed(
     status: NotificationStatus | None,
     limit: int,
     action_id: str | None = None,
+    channel: str | None = None,
 ) -> list[Notification]:
-    """The newest notifications, of one status if given."""
+    """The newest notifications, of one status, action or channel if given."""
     query = select(notifications).order_by(notifications.c.created_at.desc()).limit(limit)
     if status is not None:
         query = query.where(notifications.c.status == status.value)
     if action_id is not None:
         query = query.where(notifications.c.action_id == action_id)
+    if channel is not None:
+        query = query.where(notifications.c.channel == channel)
     return [Notification.of(row) for row in await connection.execute(query)]
 
 

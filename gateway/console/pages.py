@@ -7,19 +7,24 @@ turns both into responses and adds the headers every console response carries.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from functools import cache
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from gateway.console import wording
 from gateway.console.access import Page, Viewer
+
+log = logging.getLogger("gatehouse.console")
 
 ROOT = "/console"  # where `console_router` is mounted; the session cookie's Path
 HEADERS = {
@@ -112,6 +117,43 @@ def sign_in_location(next_path: str) -> str:
     return f"{ROOT}/login?{urlencode({'next': safe_next(next_path)})}"
 
 
+_MALFORMED = (
+    "That address is not right",
+    "Part of the address or the form is not what this page expects (too long, or not a "
+    "value it knows). Nothing was changed.",
+)
+_BROKEN = (
+    "Something went wrong",
+    "The console could not show this page. Nothing was changed by it; try again, and tell "
+    "the people who run Gatehouse if it keeps happening.",
+)
+
+
+def _failed(status: int) -> tuple[str, str]:
+    if status == 404:
+        return NOT_FOUND
+    if status == 405:
+        return ("Not something this page does", "This page cannot be used that way.")
+    return (HTTPStatus(status).phrase, "The console could not answer this request.")
+
+
+NOT_FOUND = (
+    "No such page",
+    "There is no console page at this address. It may have been mistyped, or the link may be old.",
+)
+
+
+def refused_page(refused: Refused) -> HTMLResponse:
+    """The page that says why a request was not served, with its status."""
+    return render(
+        "refused.html",
+        viewer=refused.viewer,
+        status=refused.status,
+        title=refused.title,
+        message=refused.message,
+    )
+
+
 class ConsoleRoute(APIRoute):
     """Turns the console's signals into pages and adds the console's headers."""
 
@@ -125,13 +167,14 @@ class ConsoleRoute(APIRoute):
             except SignInRequired as signal:
                 response = redirect(sign_in_location(signal.next_path))
             except Refused as refused:
-                response = render(
-                    "refused.html",
-                    viewer=refused.viewer,
-                    status=refused.status,
-                    title=refused.title,
-                    message=refused.message,
-                )
+                response = refused_page(refused)
+            except RequestValidationError:  # a URL or form no console page makes
+                response = refused_page(Refused(400, *_MALFORMED, None))
+            except HTTPException as exc:
+                response = refused_page(Refused(exc.status_code, *_failed(exc.status_code), None))
+            except Exception:  # never a traceback or raw JSON; the log has the details
+                log.exception("console page failed", extra={"path": request.url.path})
+                response = refused_page(Refused(500, *_BROKEN, None))
             for name, value in HEADERS.items():
                 response.headers.setdefault(name, value)
             return response

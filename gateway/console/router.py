@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from gateway.console import doubts, history, inbox, ledger, signin, systems, trail
-from gateway.console.access import Page
-from gateway.console.pages import ROOT, ConsoleRoute, redirect, render
-from gateway.console.signin import ViewerDep
+from gateway.console.access import Page, Viewer
+from gateway.console.pages import (
+    NOT_FOUND,
+    ROOT,
+    ConsoleRoute,
+    Refused,
+    SignInRequired,
+    redirect,
+    render,
+)
+from gateway.console.signin import ServicesDep, ViewerDep, signed_in
 
 # The page someone lands on after signing in: the first of these they may see.
 LANDING = (Page.APPROVALS, Page.AUDIT, Page.SOURCES)
@@ -22,6 +30,8 @@ def console_router() -> APIRouter:
     routes.add_api_route("/console.css", stylesheet, methods=["GET"], include_in_schema=False)
     for part in (signin, inbox, doubts, history, trail, ledger, systems):
         routes.include_router(part.router())
+    # Last: any other address under /console is a page saying so, not FastAPI's JSON.
+    routes.add_api_route("/{rest:path}", unknown, methods=["GET", "POST"], include_in_schema=False)
     return routes
 
 
@@ -31,6 +41,15 @@ async def home(viewer: ViewerDep) -> Response:
         if page in viewer.pages:
             return redirect(f"{ROOT}/{page.value}")
     return render("home.html", viewer=viewer)
+
+
+async def unknown(request: Request, services: ServicesDep, rest: str) -> Response:
+    """No console page here: say so, in the console, signed in or not."""
+    try:
+        viewer: Viewer | None = await signed_in(request, services)
+    except SignInRequired:
+        viewer = None
+    raise Refused(404, *NOT_FOUND, viewer)
 
 
 async def stylesheet() -> Response:

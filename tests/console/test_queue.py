@@ -119,9 +119,7 @@ def test_queue_filters_by_kind_requester_and_amount(
     assert middle == [queue["sams"][1]]
 
 
-def test_queue_sorts_by_amount_largest_first(
-    console: Console, queue: dict[str, list[str]]
-) -> None:
+def test_queue_sorts_by_amount_largest_first(console: Console, queue: dict[str, list[str]]) -> None:
     with console.signed_in("finn") as finn:
         ids = _ids(_get(finn, "?sort=amount").text)
     assert ids[:2] == [queue["stuck"][0], queue["sams"][1]]
@@ -186,9 +184,7 @@ def test_queue_headline_names_item_units_location_requester_and_owner(
 ) -> None:
     with console.signed_in("finn") as finn:
         card = _card(_get(finn, "?sort=oldest").text, queue["restocks"][0])
-    assert (
-        "+101 boxes of Wood screw 5x80 mm at WH-BER, requested by restock-bot for olivia" in card
-    )
+    assert "+101 boxes of Wood screw 5x80 mm at WH-BER, requested by restock-bot for olivia" in card
     assert "Wood screw 5x80 mm (box of 500) (SKU-0002) at WH-BER" in card
     assert '<th scope="row">On hand</th>' in card
     assert '<th scope="row">Available to sell</th>' in card
