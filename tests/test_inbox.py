@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import smtplib
 import ssl
@@ -138,6 +139,28 @@ async def test_inbox_without_user_accepts_plain_mail(tmp_path: Path) -> None:
 
         [mail] = open_inbox.wait_for_messages(1)
     assert (mail["tls"], mail["login"]) == (False, None)
+
+
+def test_inbox_port_taken_raises_with_the_childs_error(inbox: InboxProcess, tmp_path: Path) -> None:
+    with pytest.raises(
+        RuntimeError, match=r"(?s)exited before listening.*cannot listen on .*in use"
+    ):
+        InboxProcess.start(tmp_path, port=inbox.port)
+
+
+async def test_inbox_arrived_waits_without_blocking_the_loop(inbox: InboxProcess) -> None:
+    # The mail is sent on this loop while the wait polls on it: a blocking wait would starve it.
+    sent = asyncio.create_task(send(inbox, message("Sent while waiting")))
+
+    [mail] = await inbox.arrived_messages(1)
+    await sent
+
+    assert mail["subject"] == "Sent while waiting"
+    async with httpx.AsyncClient(trust_env=False) as http:
+        await http.post(inbox.hook_url("ops"), json={"n": 1})
+    assert [hook["json"] for hook in await inbox.arrived_hooks("ops", 1)] == [{"n": 1}]
+    with pytest.raises(TimeoutError, match=r"^1 requests to ops after 0\.2 s, expected 2$"):
+        await inbox.arrived_hooks("ops", 2, within=0.2)
 
 
 def test_inbox_password_goes_through_the_environment_not_argv(inbox: InboxProcess) -> None:

@@ -359,7 +359,11 @@ def _listen(host: str, port: int) -> socket.socket:
     """A listening socket; SO_REUSEADDR lets a restarted inbox take back its port at once."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise SystemExit(f"cannot listen on {host}:{port}: {error.strerror}") from None
     # Listening before the ready line is printed: early clients wait in the backlog, not refused.
     sock.listen(128)
     return sock

@@ -7,11 +7,13 @@
         inbox.wait_for_messages(1), inbox.hooks("ops")  what arrived
         inbox.restart()                                 same ports, messages kept
 
-The helpers are synchronous (httpx), so tests call them from sync and async code alike.
+The helpers are synchronous (httpx), so tests call them from sync and async code alike; the
+`arrived_*` waits are their async twins, for when a sender on the caller's loop still delivers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -145,6 +147,15 @@ class InboxProcess(ServiceProcess):
         """Hook `name`'s requests, once at least `count` have arrived; TimeoutError if not."""
         return _poll(lambda: self.hooks(name), count, timeout, what=f"requests to {name}")
 
+    async def arrived_messages(self, count: int, *, within: float = 10) -> list[Json]:
+        """As `wait_for_messages`, without blocking the event loop (a sender on it may be the
+        one still delivering); TimeoutError after `within` seconds."""
+        return await self._arrived("/api/messages", count, within, what="e-mails")
+
+    async def arrived_hooks(self, name: str, count: int, *, within: float = 10) -> list[Json]:
+        """As `wait_for_hooks`, without blocking the event loop."""
+        return await self._arrived(f"/api/hooks/{name}", count, within, what=f"requests to {name}")
+
     def _arguments(self) -> list[str]:
         module = ["gateway.demo.inbox", "--state-dir", str(self._state_dir)]
         ports = ["--port", str(self._port), "--smtp-port", str(self._smtp_port)]
@@ -172,6 +183,20 @@ class InboxProcess(ServiceProcess):
             response = client.request(method, path, json=json)
         response.raise_for_status()
         return response
+
+    async def _arrived(self, path: str, count: int, within: float, *, what: str) -> list[Json]:
+        found: list[Json] = []
+        async with httpx.AsyncClient(base_url=self._url, trust_env=False, timeout=10) as client:
+            try:
+                async with asyncio.timeout(within):
+                    while len(found) < count:
+                        await asyncio.sleep(_POLL_SECONDS if found else 0)
+                        found = (await client.get(path)).raise_for_status().json()
+            except TimeoutError:
+                raise TimeoutError(
+                    f"{len(found)} {what} after {within} s, expected {count}"
+                ) from None
+        return found
 
 
 def _poll(read: Callable[[], list[Json]], count: int, timeout: float, *, what: str) -> list[Json]:

@@ -27,10 +27,11 @@ from gateway.graphql.extensions import (
     query_limits,
 )
 from gateway.graphql.mutations import ActionQueries, build_mutation, untypeable_input
+from gateway.graphql.owners import OwnerQueries
 from gateway.graphql.queries import Query as ReadQueries
 from sources.actions import ActionKind
 
-Query = merge_types("Query", (ReadQueries, ActionQueries))
+Query = merge_types("Query", (ReadQueries, ActionQueries, OwnerQueries))
 
 log = logging.getLogger("gatehouse.graphql")
 # graphql-core appends its suggestions to the end of a message.

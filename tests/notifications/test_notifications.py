@@ -34,7 +34,14 @@ from gateway.sender import enable
 from gateway.services import Services
 from sources.demo import CrmProcess
 from tests.actions.conftest import Backend, pg_url
-from tests.factories import as_principal, postgres_admin, services_for, submit, with_source
+from tests.factories import (
+    as_principal,
+    postgres_admin,
+    run_query,
+    services_for,
+    submit,
+    with_source,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 BIG_ADJUSTMENT = {"sku": "SKU-0002", "location": "WH-BER", "delta": 150, "reason": "pallet"}
@@ -443,3 +450,33 @@ def test_a_channel_named_nowhere_is_refused(estate: DemoEstate, tmp_path: Path) 
             load_config(path, environ={**estate.environ()})
     finally:
         path.unlink()
+
+
+async def test_operators_list_failed_notifications_and_open_alerts_in_graphql(
+    told: Services, inbox: InboxProcess
+) -> None:
+    inbox.behave("slack", [410])
+    await pending(told)
+    await rounds(told)
+    await told.notifier.watch()
+    query = """{ notifications(status: FAILED) { channel status attempts lastError link }
+                 alerts { kind subject owner status evidence } }"""
+    answer = await run_query(told, query, principal="sam")
+    assert answer.errors is None, answer.errors
+    assert answer.data is not None
+    (failed,) = answer.data["notifications"]
+    assert failed["channel"] == "ops-slack"
+    assert failed["status"] == "FAILED"
+    assert "410" in failed["lastError"]
+    assert failed["link"].startswith("https://gatehouse.acme.example/console/actions/")
+    (alert,) = answer.data["alerts"]
+    assert (alert["kind"], alert["subject"], alert["status"]) == (
+        "channel.failing",
+        "ops-slack",
+        "OPEN",
+    )
+    assert alert["evidence"]["disabled"] is True
+    refused = await run_query(told, query, principal="restock-bot")
+    assert refused.errors is not None
+    assert refused.errors[0].extensions is not None
+    assert refused.errors[0].extensions["code"] == "FORBIDDEN"
