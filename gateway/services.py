@@ -13,11 +13,13 @@ from gateway.checkpoints import Checkpointer
 from gateway.config import Classification, GatewayConfig
 from gateway.metrics import Metrics
 from gateway.notifier import Notifier
+from gateway.oidc import OpenIdClient
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator
 from gateway.rates import Rates
 from gateway.reads import Reads
 from gateway.settings import Settings
+from gateway.sign_ins import SignIns
 from sources.connector import Connector
 
 
@@ -37,8 +39,10 @@ class Services:
     writes: Writes
     metrics: Metrics
     rates: Rates
+    sign_ins: SignIns  # console sign-ins: audited, failures throttled
     notifier: Notifier
     checkpointer: Checkpointer | None = None  # signed checkpoints of the audit trail, if set
+    oidc: OpenIdClient | None = None  # the console's single sign-on, if [auth.oidc] is set
 
     def classification(self, entity: str, field: str) -> Classification:
         """A field's classification; `field` may name a child's field as `child.field`."""

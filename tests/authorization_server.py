@@ -93,20 +93,20 @@ class AuthorizationServer:
         return {"keys": [key.as_dict(private=False) for key in self.keys]}
 
     async def _authorize(self) -> JSONResponse:
-        return _error("unsupported_response_type", "only client_credentials here", 400)
+        return oauth_error("unsupported_response_type", "only client_credentials here", 400)
 
     async def _token(self, request: Request) -> JSONResponse:
         form = {k: str(v) for k, v in (await request.form()).items()}
-        client_id, secret = _client_credentials(request, form)
+        client_id, secret = client_credentials(request, form)
         client = self.clients.get(client_id)
         if client is None or client.secret != secret:
-            return _error("invalid_client", "unknown client or wrong secret", 401)
+            return oauth_error("invalid_client", "unknown client or wrong secret", 401)
         if form.get("grant_type") != "client_credentials":
-            return _error("unsupported_grant_type", "client_credentials only", 400)
+            return oauth_error("unsupported_grant_type", "client_credentials only", 400)
         # RFC 6749 section 3.3: grant what the client may have of what it asked for.
         asked = (frozenset(form.get("scope", "").split()) or client.scopes) & client.scopes
         if not asked:
-            return _error("invalid_scope", f"{client_id} may have none of those scopes", 400)
+            return oauth_error("invalid_scope", f"{client_id} may have none of those scopes", 400)
         token = self._issue(client_id, client, asked, form.get("resource"))
         scope = " ".join(sorted(asked))
         body = {"access_token": token, "token_type": "Bearer", "expires_in": 300, "scope": scope}
@@ -133,7 +133,8 @@ class AuthorizationServer:
         return token
 
 
-def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, str]:
+def client_credentials(request: Request, form: dict[str, str]) -> tuple[str, str]:
+    """The client id and secret, from HTTP Basic or the form (RFC 6749 section 2.3.1)."""
     scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "basic":
         client_id, _, secret = base64.b64decode(encoded).decode().partition(":")
@@ -141,5 +142,6 @@ def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, st
     return form.get("client_id", ""), form.get("client_secret", "")
 
 
-def _error(error: str, description: str, status: int) -> JSONResponse:
+def oauth_error(error: str, description: str, status: int) -> JSONResponse:
+    """An OAuth error response (RFC 6749 section 5.2)."""
     return JSONResponse({"error": error, "error_description": description}, status_code=status)

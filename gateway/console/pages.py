@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from gateway.console import wording
+from gateway.console import drafts, wording
 from gateway.console.access import Page, Viewer
 
 log = logging.getLogger("gatehouse.console")
@@ -40,11 +40,13 @@ HEADERS = {
 
 
 class SignInRequired(Exception):
-    """Nobody is signed in: send them to sign in, then back to `next`."""
+    """Nobody is signed in: send them to sign in, then back to `next`. `ended`: a session
+    was, and has ended (the sign-in page says so); `draft`: the cookie of what they had
+    typed (drafts.py)."""
 
-    def __init__(self, next_path: str) -> None:
+    def __init__(self, next_path: str, *, ended: bool = False, draft: str | None = None) -> None:
         super().__init__(next_path)
-        self.next_path = next_path
+        self.next_path, self.ended, self.draft = next_path, ended, draft
 
 
 class Refused(Exception):
@@ -112,9 +114,26 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def sign_in_location(next_path: str) -> str:
+def sign_in_location(next_path: str, *, ended: bool = False) -> str:
     """The sign-in page, remembering where the person was going."""
-    return f"{ROOT}/login?{urlencode({'next': safe_next(next_path)})}"
+    query = {"next": safe_next(next_path), **({"ended": "1"} if ended else {})}
+    return f"{ROOT}/login?{urlencode(query)}"
+
+
+def signing_in(signal: SignInRequired, request: Request) -> Response:
+    """To the sign-in page; with the draft's cookie when something typed was kept."""
+    response = redirect(sign_in_location(signal.next_path, ended=signal.ended))
+    if signal.draft is not None:
+        response.set_cookie(
+            drafts.COOKIE,
+            signal.draft,
+            max_age=int(drafts.LIFETIME.total_seconds()),
+            path=ROOT,
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+    return response
 
 
 _MALFORMED = (
@@ -165,7 +184,7 @@ class ConsoleRoute(APIRoute):
             try:
                 response = await handler(request)
             except SignInRequired as signal:
-                response = redirect(sign_in_location(signal.next_path))
+                response = signing_in(signal, request)
             except Refused as refused:
                 response = refused_page(refused)
             except RequestValidationError:  # a URL or form no console page makes

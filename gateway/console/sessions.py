@@ -4,6 +4,8 @@
               SHA-256, the principal, a CSRF token and an expiry 8 h on
     request   cookie token -> sha256 -> row still unexpired -> the session
     sign out  the row is deleted: the cookie is worthless from then on
+    ended     an expired row is kept `KEPT_ENDED` longer, worthless for signing in, so that
+              a form posted after it ended still proves whose it was (drafts.py)
 
 Rows live in the gateway's database, so every replica behind a load balancer knows them.
 """
@@ -21,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.database import metadata
 
 LIFETIME = timedelta(hours=8)
+KEPT_ENDED = timedelta(days=3)  # a tab left open over a weekend still keeps its draft
 
 console_sessions = Table(
     "console_sessions",
@@ -67,7 +70,7 @@ async def open_session(engine: AsyncEngine, principal: str, *, now: datetime) ->
     session = ConsoleSession(principal, secrets.token_urlsafe(32), now, now + LIFETIME)
     async with engine.begin() as connection:
         await connection.execute(
-            delete(console_sessions).where(console_sessions.c.expires_at < now)
+            delete(console_sessions).where(console_sessions.c.expires_at < now - KEPT_ENDED)
         )
         await connection.execute(
             console_sessions.insert().values(
@@ -83,10 +86,16 @@ async def open_session(engine: AsyncEngine, principal: str, *, now: datetime) ->
 
 async def find_session(engine: AsyncEngine, token: str, *, now: datetime) -> ConsoleSession | None:
     """The unexpired session a cookie token names, or None."""
+    session = await any_session(engine, token)
+    return session if session is not None and session.expires_at > now else None
+
+
+async def any_session(engine: AsyncEngine, token: str) -> ConsoleSession | None:
+    """The session a cookie token names, ended or not (never to sign anyone in with)."""
     query = select(console_sessions).where(console_sessions.c.token_sha256 == token_digest(token))
     async with engine.connect() as connection:
         row = (await connection.execute(query)).first()
-    if row is None or _utc(row.expires_at) <= now:
+    if row is None:
         return None
     return ConsoleSession(row.principal, row.csrf_token, _utc(row.created_at), _utc(row.expires_at))
 

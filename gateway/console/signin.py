@@ -16,11 +16,13 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import FormData
 
 from gateway.config import PrincipalKind
+from gateway.console import drafts
 from gateway.console.access import Page, Viewer, pages_for
 from gateway.console.pages import (
     ROOT,
@@ -31,10 +33,17 @@ from gateway.console.pages import (
     render,
     safe_next,
 )
-from gateway.console.sessions import LIFETIME, close_session, find_session, open_session
+from gateway.console.sessions import (
+    LIFETIME,
+    any_session,
+    close_session,
+    find_session,
+    open_session,
+)
 from gateway.errors import Unauthenticated
 from gateway.principals import Principal
 from gateway.services import Services
+from gateway.sign_ins import Failure, Method
 
 COOKIE = "gatehouse_session"
 LOGIN_COOKIE = "gatehouse_login_csrf"
@@ -58,11 +67,55 @@ async def signed_in(request: Request, services: ServicesDep) -> Viewer:
         session = await find_session(services.engine, token, now=datetime.now(UTC))
     principal = services.authenticator.principal(session.principal) if session else None
     if token is None or session is None or principal is None:
-        # After signing in the browser GETs `next`: a form's target is no page to land on.
+        raise await _sign_in_again(request, services, token)
+    draft = await _restored(request, services, principal) if request.method == "GET" else None
+    return Viewer(principal, session, token, pages_for(principal, services), draft)
+
+
+async def _sign_in_again(request: Request, services: Services, token: str | None) -> SignInRequired:
+    """Back to this page after signing in; from a decision's form, to its action's page
+    with what was typed kept (drafts.py)."""
+    if request.method == "GET":
         query = f"?{request.url.query}" if request.url.query else ""
-        back = f"{request.url.path}{query}" if request.method == "GET" else f"{ROOT}/"
-        raise SignInRequired(back)
-    return Viewer(principal, session, token, pages_for(principal, services))
+        return SignInRequired(f"{request.url.path}{query}", ended=token is not None)
+    decision = drafts.DECISION.match(request.url.path)
+    if token is None or decision is None:
+        # After signing in the browser GETs `next`: a form's target is no page to land on.
+        return SignInRequired(f"{ROOT}/", ended=token is not None)
+    action_id, verb = decision.groups()
+    kept = await _keep_draft(request, services, token, action_id, verb)
+    return SignInRequired(f"{ROOT}/actions/{action_id}", ended=True, draft=kept)
+
+
+async def _keep_draft(
+    request: Request, services: Services, token: str, action_id: str, verb: str
+) -> str | None:
+    """Keep the form's text, if the form is the ended session's own; its cookie token."""
+    ended = await any_session(services.engine, token)
+    form = await request.form()
+    if ended is None or not _same(form.get(CSRF_FIELD), ended.csrf_token):
+        return None
+    text = form_text(form, drafts.FIELDS[verb])
+    if not text:
+        return None
+    draft = drafts.Draft(verb, text)
+    now = datetime.now(UTC)
+    return await drafts.keep(
+        services.engine, principal=ended.principal, action_id=action_id, draft=draft, now=now
+    )
+
+
+async def _restored(
+    request: Request, services: Services, principal: Principal
+) -> drafts.Draft | None:
+    """On an action's page, what this person had typed there when their session ended."""
+    token = request.cookies.get(drafts.COOKIE)
+    if token is None or not request.url.path.startswith(f"{ROOT}/actions/"):
+        return None
+    action_id = request.url.path.removeprefix(f"{ROOT}/actions/")
+    return await drafts.take(
+        services.engine, token, principal=principal.id, action_id=action_id, now=datetime.now(UTC)
+    )
 
 
 ViewerDep = Annotated[Viewer, Depends(signed_in)]
@@ -120,8 +173,12 @@ async def login_form(request: Request, services: ServicesDep) -> Response:
     token = request.cookies.get(COOKIE)
     if token and await find_session(services.engine, token, now=datetime.now(UTC)):
         return redirect(target)
-    notice = "You are signed out." if "signed_out" in request.query_params else None
-    return _form(request, target, notice=notice)
+    notice = None
+    if "signed_out" in request.query_params:
+        notice = "You are signed out."
+    elif "ended" in request.query_params:
+        notice = "Your session ended; sign in again to continue."
+    return sign_in_page(request, services, target, notice=notice)
 
 
 async def login(request: Request, services: ServicesDep) -> Response:
@@ -129,17 +186,39 @@ async def login(request: Request, services: ServicesDep) -> Response:
     form = await request.form()
     target = safe_next(form_text(form, "next"))
     if not _same(form.get(CSRF_FIELD), request.cookies.get(LOGIN_COOKIE) or ""):
-        return _form(
-            request, target, error="The sign-in form had expired. Please try again.", status=403
+        return sign_in_page(
+            request,
+            services,
+            target,
+            error="The sign-in form had expired. Please try again.",
+            status=403,
         )
+    if (wait := await services.sign_ins.wait(request)) is not None:
+        return sign_in_page(request, services, target, error=too_many(wait), status=429)
     try:
         principal = services.authenticator.authenticate(f"Bearer {form_text(form, 'api_key')}")
     except Unauthenticated:
-        return _form(request, target, error="That API key was not recognised.", status=401)
+        await services.sign_ins.failed(request, Failure(Method.API_KEY, "unknown_key"))
+        error = "That API key was not recognised."
+        return sign_in_page(request, services, target, error=error, status=401)
     if principal.kind is not PrincipalKind.HUMAN:
-        return _form(request, target, error=_not_a_person(principal), status=403)
-    opened = await open_session(services.engine, principal.id, now=datetime.now(UTC))
+        await services.sign_ins.failed(
+            request, Failure(Method.API_KEY, "not_a_person", principal=principal)
+        )
+        error = not_a_person(principal)
+        return sign_in_page(request, services, target, error=error, status=403)
+    await services.sign_ins.succeeded(request, principal, Method.API_KEY)
     response = redirect(target)
+    await start_session(request, services, response, principal)
+    response.delete_cookie(LOGIN_COOKIE, path=f"{ROOT}/login")
+    return response
+
+
+async def start_session(
+    request: Request, services: Services, response: Response, principal: Principal
+) -> None:
+    """Open a session for `principal`; `response` carries its cookie."""
+    opened = await open_session(services.engine, principal.id, now=datetime.now(UTC))
     response.set_cookie(
         COOKIE,
         opened.token,
@@ -149,8 +228,14 @@ async def login(request: Request, services: ServicesDep) -> Response:
         httponly=True,
         samesite="strict",
     )
-    response.delete_cookie(LOGIN_COOKIE, path=f"{ROOT}/login")
-    return response
+
+
+def too_many(wait: int) -> str:
+    """The refusal once an address has failed to sign in too often."""
+    return (
+        "Too many failed sign-ins from your address. Nothing was checked; "
+        f"try again in {wait} seconds."
+    )
 
 
 async def logout(
@@ -163,20 +248,25 @@ async def logout(
     return response
 
 
-def _form(
+def sign_in_page(
     request: Request,
+    services: Services,
     target: str,
     *,
     error: str | None = None,
     notice: str | None = None,
     status: int = 200,
 ) -> Response:
+    """The sign-in page: the API key form, and the single sign-on button when configured."""
     token = secrets.token_urlsafe(32)
+    sso = services.oidc.config.name if services.oidc else None
     response = render(
         "login.html",
         viewer=None,
         status=status,
         next=target,
+        sso=sso,
+        sso_start=f"{ROOT}/login/sso?{urlencode({'next': target})}",
         csrf=token,
         error=error,
         notice=notice,
@@ -199,10 +289,11 @@ def form_text(form: FormData, name: str, *, limit: int = 2000) -> str:
     return value.strip()[:limit] if isinstance(value, str) else ""
 
 
-def _not_a_person(principal: Principal) -> str:
+def not_a_person(principal: Principal, *, whose: str = "That key belongs to") -> str:
+    """Why the console turns away an agent or a service."""
+    article = "an" if principal.kind is PrincipalKind.AGENT else "a"
     return (
-        f"That key belongs to {principal.display_name} ({principal.id}), "
-        f"which is {'an' if principal.kind is PrincipalKind.AGENT else 'a'} "
+        f"{whose} {principal.display_name} ({principal.id}), which is {article} "
         f"{principal.kind.value}. The console is for people: agents and services use the "
         "GraphQL API or MCP."
     )

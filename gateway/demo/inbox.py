@@ -58,6 +58,7 @@ DB_FILE = "inbox.db"
 PAGE_REFRESH_SECONDS = 5
 
 HookName = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
+Status = Annotated[int, Field(ge=200, le=599)]
 
 
 class BehaviourIn(BaseModel):
@@ -65,7 +66,7 @@ class BehaviourIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    statuses: list[Annotated[int, Field(ge=200, le=599)]] = Field(default=[], max_length=1000)
+    statuses: list[Status] = Field(default_factory=list, max_length=1000)
     delay: float = Field(default=0.0, ge=0.0, le=300.0)
 
 

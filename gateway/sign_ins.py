@@ -1,0 +1,106 @@
+"""Sign-ins to the console: each one audited, failures throttled per address.
+
+    signed in     console.signed_in       principal, method (api_key | sso), remote address
+    refused       console.sign_in_failed  the principal when known, else "unknown" with the
+                                          identity the provider named; the reason; never the
+                                          key, a code or a token
+    throttled     console.sign_in_throttled  once per address per window, then nothing
+
+Failed sign-ins are counted per remote address (`FAILURES`, a sliding window in this process's
+memory, as gateway/rates.py counts operations). Past the limit an address's sign-ins are
+refused before any key is checked or any provider asked, and not audited one by one: the
+first refusal in the window is, so the trail shows the burst without a guessing run turning
+into one chained write per guess. Behind several replicas each counts its own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from fastapi import Request
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+from gateway.audit import AuditEvent, AuditTrail
+from gateway.principals import Principal
+from gateway.telemetry import current_trace_id
+
+FAILURES = "10/minute"  # failed sign-ins one address may make
+UNKNOWN = "unknown"  # the principal of a sign-in that named nobody we know
+
+
+class Method(StrEnum):
+    """How someone signed in."""
+
+    API_KEY = "api_key"
+    SSO = "sso"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a sign-in was refused, and who it claimed to be, as far as that is known."""
+
+    method: Method
+    reason: str  # a stable code: unknown_key, not_a_person, state_mismatch, id_token_...
+    principal: Principal | None = None
+    identity: str | None = None  # what the provider named (an e-mail), when nobody we know
+
+
+class SignIns:
+    """Audits sign-ins and throttles the failures of each address."""
+
+    def __init__(self, audit: AuditTrail, failures: str = FAILURES) -> None:
+        self._audit = audit
+        self._item: RateLimitItem = parse(failures)
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._told: dict[str, float] = {}  # address -> when its throttling was audited
+
+    async def wait(self, request: Request) -> int | None:
+        """Seconds until this address may try again, or None when it may now."""
+        address = remote_address(request)
+        if await self._limiter.test(self._item, address):
+            return None
+        stats = await self._limiter.get_window_stats(self._item, address)
+        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        if time.monotonic() - self._told.get(address, -math.inf) >= self._item.get_expiry():
+            self._told[address] = time.monotonic()
+            await self._audit.append(_event(request, "console.sign_in_throttled", None, {}))
+        return wait
+
+    async def failed(self, request: Request, failure: Failure) -> None:
+        """Count the failure against the address, and audit it."""
+        await self._limiter.hit(self._item, remote_address(request))
+        payload = {"method": failure.method.value, "reason": failure.reason}
+        if failure.identity is not None:
+            payload["identity"] = failure.identity[:200]
+        event = _event(request, "console.sign_in_failed", failure.principal, payload)
+        await self._audit.append(event)
+
+    async def succeeded(self, request: Request, principal: Principal, method: Method) -> None:
+        """Audit a sign-in."""
+        payload = {"method": method.value}
+        await self._audit.append(_event(request, "console.signed_in", principal, payload))
+
+
+def remote_address(request: Request) -> str:
+    """The caller's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
+    return request.client.host if request.client else UNKNOWN
+
+
+def _event(
+    request: Request, name: str, principal: Principal | None, payload: dict[str, str]
+) -> AuditEvent:
+    return AuditEvent(
+        event=name,
+        principal=principal.id if principal else UNKNOWN,
+        principal_kind=principal.kind.value if principal else UNKNOWN,
+        on_behalf_of=principal.on_behalf_of if principal else None,
+        channel="console",
+        outcome="SIGNED_IN" if name == "console.signed_in" else "REFUSED",
+        trace_id=current_trace_id(),
+        payload={**payload, "remote_address": remote_address(request)},
+    )

@@ -1,0 +1,463 @@
+"""Single sign-on, end to end over real HTTP: the console, as a browser drives it, against an
+OpenID provider in the tests (tests/openid_provider.py), with every refusal audited."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from gateway.app import create_app
+from gateway.config import OidcConfig, load_config
+from gateway.demo import CONFIG_TEMPLATE, DemoEstate
+from gateway.errors import ConfigError
+from gateway.settings import Settings
+from sources.demo import build_estate, create_erp
+from tests.console.flows import Console, csrf_token, sign_in
+from tests.factories import live_server, with_source
+from tests.openid_provider import OpenIDProvider, User, s256
+
+CLIENT_SECRET = "oidc-client-secret-for-tests"  # the test provider's client
+OLIVIA = User("u-olivia", "olivia@acme.example")
+FINN = User("u-finn", "finn@acme.example")  # approves restock-bot's requests (olivia owns it)
+# Each test signs in from an address of its own (uvicorn trusts X-Forwarded-For from
+# loopback), so the failures one test makes never throttle another's.
+_ADDRESSES = (f"10.9.{n // 250}.{n % 250 + 1}" for n in itertools.count())
+
+
+@dataclass(frozen=True)
+class Sso:
+    """The console with single sign-on, and the provider it trusts."""
+
+    console: Console
+    provider: OpenIDProvider
+
+    def browser(self) -> httpx.Client:
+        """A browser-like client from an address of its own; follows no redirect itself."""
+        return httpx.Client(
+            follow_redirects=False, timeout=15, headers={"X-Forwarded-For": next(_ADDRESSES)}
+        )
+
+    def begin(self, client: httpx.Client, next_path: str = "") -> str:
+        """Start at the console, sign in at the provider: the callback URL it sends back."""
+        query = f"?{urlencode({'next': next_path})}" if next_path else ""
+        start = client.get(f"{self.console.url}/console/login/sso{query}")
+        assert start.status_code == 303, start.text
+        at_provider = client.get(start.headers["location"])
+        assert at_provider.status_code == 302, at_provider.text
+        location: str = at_provider.headers["location"]
+        return location
+
+    def sign_in(self, client: httpx.Client, next_path: str = "") -> httpx.Response:
+        """The whole code flow; the callback's response."""
+        return client.get(self.begin(client, next_path))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Audit events of one kind, newest last, with their payloads read."""
+        rows = self.console.sql(
+            "SELECT principal, principal_kind, channel, outcome, payload FROM audit_events "
+            "WHERE event = ? ORDER BY seq",
+            name,
+        )
+        return [
+            {"principal": p, "kind": k, "channel": c, "outcome": o, **json.loads(payload)}
+            for p, k, c, o, payload in rows
+        ]
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[OpenIDProvider]:
+    server = OpenIDProvider(client_id="gatehouse-console", client_secret=CLIENT_SECRET, user=None)
+    with live_server(server.app()) as running:
+        # Another host name than the gateway's: another site, as a real provider is.
+        server.base_url = running.url.replace("127.0.0.1", "localhost")
+        yield server
+
+
+@pytest.fixture(scope="module")
+def sso(
+    estate: DemoEstate, provider: OpenIDProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Sso]:
+    folder = tmp_path_factory.mktemp("sso")
+    erp_url = f"sqlite+aiosqlite:///{folder / 'erp.db'}"
+    asyncio.run(create_erp(erp_url, build_estate()))
+    oidc = OidcConfig(
+        issuer=provider.issuer,
+        name="Acme SSO",
+        client_id=provider.client_id,
+        client_secret=SecretStr(CLIENT_SECRET),
+        principals={"olivia@acme.example": "olivia", "finn@acme.example": "finn"},
+    )
+    config = with_source(estate.config(), "erp", url=erp_url, timeout=2.0)
+    config = config.model_copy(update={"auth": config.auth.model_copy(update={"oidc": oidc})})
+    database = folder / "gatehouse.db"
+    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{database}"), config)
+    with live_server(app) as server:
+        provider.redirect_uris = [f"{server.url}/console/login/sso/callback"]
+        yield Sso(Console(url=server.url, keys=estate.keys, database=database), provider)
+
+
+@pytest.fixture(autouse=True)
+def olivia_at_the_provider(provider: OpenIDProvider) -> Iterator[None]:
+    """olivia is signed in at the provider and nothing is spoilt, unless a test says so."""
+    provider.user, provider.fault = OLIVIA, None
+    yield
+    provider.user, provider.fault = OLIVIA, None
+
+
+def _session(client: httpx.Client, sso: Sso) -> httpx.Response:
+    return client.get(f"{sso.console.url}/console/sources")
+
+
+def test_sso_login_page_offers_the_provider_beside_the_key(sso: Sso) -> None:
+    with sso.browser() as client:
+        page = client.get(f"{sso.console.url}/console/login?next=/console/audit")
+    assert "Sign in with Acme SSO" in page.text
+    assert 'href="/console/login/sso?next=%2Fconsole%2Faudit"' in page.text
+    assert 'name="api_key"' in page.text
+
+
+def test_sso_sign_in_maps_identity_to_principal_and_opens_session(sso: Sso) -> None:
+    with sso.browser() as client:
+        done = sso.sign_in(client, "/console/approvals")
+        session = _session(client, sso)
+    assert done.status_code == 200
+    assert '<meta http-equiv="refresh" content="0;url=/console/approvals">' in done.text
+    cookie = next(h for h in done.headers.get_list("set-cookie") if "gatehouse_session=" in h)
+    assert {"httponly", "samesite=strict", "path=/console"} <= {
+        part.strip().lower() for part in cookie.split(";")[1:]
+    }
+    assert session.status_code == 200
+    assert "Olivia" in session.text
+    signed_in = sso.events("console.signed_in")[-1]
+    assert signed_in["principal"] == "olivia"
+    assert signed_in["method"] == "sso"
+    assert signed_in["remote_address"].startswith("10.9.")
+
+
+def test_sso_uses_pkce_s256_state_and_nonce(sso: Sso) -> None:
+    with sso.browser() as client:
+        start = client.get(f"{sso.console.url}/console/login/sso")
+        asked = parse_qs(urlsplit(start.headers["location"]).query)
+        client.get(client.get(start.headers["location"]).headers["location"])
+    assert asked["code_challenge_method"] == ["S256"]
+    assert asked["response_type"] == ["code"]
+    assert {"openid", "email"} <= set(asked["scope"][0].split())
+    assert asked["state"][0]
+    assert asked["nonce"][0]
+    exchange = sso.provider.token_requests[-1]
+    assert s256(exchange["code_verifier"]) == asked["code_challenge"][0]
+    state_cookie = next(
+        h for h in start.headers.get_list("set-cookie") if h.startswith("gatehouse_sso=")
+    )
+    assert "samesite=lax" in state_cookie.lower()
+    assert "path=/console/login/sso" in state_cookie.lower()
+
+
+def test_sso_unknown_identity_is_refused_and_audited(sso: Sso) -> None:
+    sso.provider.user = User("u-mallory", "mallory@acme.example")
+    with sso.browser() as client:
+        done = sso.sign_in(client)
+        assert _session(client, sso).status_code == 303
+    assert done.status_code == 403
+    assert "mallory@acme.example is not a Gatehouse console user" in done.text
+    assert "gatehouse_session" not in done.headers.get("set-cookie", "")
+    failed = sso.events("console.sign_in_failed")[-1]
+    assert failed["principal"] == "unknown"
+    assert failed["identity"] == "mallory@acme.example"
+    assert failed["reason"] == "unknown_identity"
+    assert failed["method"] == "sso"
+
+
+def test_sso_unverified_email_is_refused(sso: Sso) -> None:
+    sso.provider.user = User("u-olivia-2", "olivia@acme.example", email_verified=False)
+    with sso.browser() as client:
+        done = sso.sign_in(client)
+    assert done.status_code == 403
+    assert "has not verified the address" in done.text
+    assert sso.events("console.sign_in_failed")[-1]["reason"] == "email_unverified"
+
+
+@pytest.mark.parametrize(
+    "fault", ["wrong_nonce", "expired", "unknown_key", "wrong_audience", "wrong_issuer"]
+)
+def test_sso_bad_id_token_is_refused_and_audited(sso: Sso, fault: str) -> None:
+    sso.provider.fault = fault  # type: ignore[assignment]
+    with sso.browser() as client:
+        done = sso.sign_in(client)
+        assert _session(client, sso).status_code == 303
+    assert done.status_code == 401
+    assert "could not be verified, so you were not signed in" in done.text
+    assert "gatehouse_session" not in done.headers.get("set-cookie", "")
+    failed = sso.events("console.sign_in_failed")[-1]
+    assert failed["reason"].startswith("id_token_")
+    assert failed["principal"] == "unknown"
+
+
+@pytest.mark.parametrize("tamper", ["other_state", "no_cookie"])
+def test_sso_callback_with_bad_state_is_refused_and_audited(sso: Sso, tamper: str) -> None:
+    exchanges = len(sso.provider.token_requests)
+    with sso.browser() as client:
+        callback = sso.begin(client)
+        if tamper == "other_state":
+            callback = callback.replace("state=", "state=x")
+        else:
+            client.cookies.clear()
+        done = client.get(callback)
+    assert done.status_code == 400
+    assert "did not start in this browser" in done.text
+    assert sso.events("console.sign_in_failed")[-1]["reason"] == "state_mismatch"
+    assert len(sso.provider.token_requests) == exchanges  # the code was never sent
+
+
+def test_sso_callback_replayed_is_refused(sso: Sso) -> None:
+    with sso.browser() as client:
+        callback = sso.begin(client)
+        assert client.get(callback).status_code == 200
+        again = client.get(callback)
+    assert again.status_code == 400
+    assert sso.events("console.sign_in_failed")[-1]["reason"] in ("state_mismatch", "state_expired")
+
+
+def test_sso_code_used_twice_is_refused_by_the_provider_and_audited(sso: Sso) -> None:
+    with sso.browser() as client:
+        first = sso.begin(client)
+        assert client.get(first).status_code == 200
+        used_code = parse_qs(urlsplit(first).query)["code"][0]
+        fresh = sso.begin(client)  # a new state and cookie; the old code slipped in
+        fresh_code = parse_qs(urlsplit(fresh).query)["code"][0]
+        done = client.get(fresh.replace(f"code={fresh_code}", f"code={used_code}"))
+    assert done.status_code == 401
+    assert "refused the sign-in code (invalid_grant)" in done.text
+    assert sso.events("console.sign_in_failed")[-1]["reason"] == "code_refused"
+
+
+def test_sso_declined_at_provider_is_refused_and_audited(sso: Sso) -> None:
+    sso.provider.user = None
+    with sso.browser() as client:
+        done = sso.sign_in(client)
+    assert done.status_code == 401
+    assert "did not sign you in (access_denied)" in done.text
+    assert sso.events("console.sign_in_failed")[-1]["reason"] == "provider_access_denied"
+
+
+def test_sso_next_outside_console_goes_home(sso: Sso) -> None:
+    with sso.browser() as client:
+        done = sso.sign_in(client, "https://evil.example/")
+    assert 'content="0;url=/console/"' in done.text
+
+
+def test_sso_not_configured_is_404(console: Console) -> None:
+    with console.client() as client:
+        assert client.get("/console/login/sso").status_code == 404
+        assert "/console/login/sso" not in client.get("/console/login").text
+
+
+def test_api_key_sign_in_and_failures_are_audited_never_the_key(sso: Sso) -> None:
+    wrong = "gh_olivia_not-a-real-key-0123456789"
+    with sso.browser() as client:
+        client.base_url = httpx.URL(sso.console.url)
+        assert sign_in(client, wrong).status_code == 401
+        assert sign_in(client, sso.console.keys["restock-bot"]).status_code == 403
+        assert sign_in(client, sso.console.keys["olivia"]).status_code == 303
+    unknown, agent = sso.events("console.sign_in_failed")[-2:]
+    assert (unknown["principal"], unknown["reason"], unknown["method"]) == (
+        "unknown",
+        "unknown_key",
+        "api_key",
+    )
+    assert (agent["principal"], agent["kind"], agent["reason"]) == (
+        "restock-bot",
+        "agent",
+        "not_a_person",
+    )
+    signed_in = sso.events("console.signed_in")[-1]
+    assert (signed_in["principal"], signed_in["method"]) == ("olivia", "api_key")
+    trail = str(sso.console.sql("SELECT * FROM audit_events"))
+    assert wrong not in trail
+    assert sso.console.keys["olivia"] not in trail
+
+
+def test_failed_sign_ins_are_throttled_per_address_and_audited_once(sso: Sso) -> None:
+    with sso.browser() as client:
+        client.base_url = httpx.URL(sso.console.url)
+        before = len(sso.events("console.sign_in_failed"))
+        statuses = [sign_in(client, f"gh_guess_{n}").status_code for n in range(14)]
+        refused = sign_in(client, sso.console.keys["olivia"])  # even the right key waits
+        callback = sso.sign_in(client)  # and single sign-on from the same address
+        with sso.browser() as elsewhere:
+            elsewhere.base_url = httpx.URL(sso.console.url)
+            assert sign_in(elsewhere, sso.console.keys["olivia"]).status_code == 303
+    assert statuses == [401] * 10 + [429] * 4
+    assert refused.status_code == 429
+    assert "Too many failed sign-ins" in refused.text
+    assert callback.status_code == 429
+    assert len(sso.events("console.sign_in_failed")) - before == 10
+    assert len(sso.events("console.sign_in_throttled")) >= 1
+
+
+def test_sso_leaves_no_secret_in_logs_or_trail(sso: Sso, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    issued_before = len(sso.provider.issued)
+    with sso.browser() as client:
+        callback = sso.begin(client)
+        assert client.get(callback).status_code == 200
+        sso.provider.fault = "unknown_key"
+        bad = sso.begin(client)
+        assert client.get(bad).status_code == 401
+    secrets = [
+        CLIENT_SECRET,
+        *sso.provider.issued[issued_before:],
+        *(parse_qs(urlsplit(url).query)["code"][0] for url in (callback, bad)),
+        *(request["code_verifier"] for request in sso.provider.token_requests[-2:]),
+    ]
+    trail = str(sso.console.sql("SELECT * FROM audit_events"))
+    # Everything the gateway and its libraries (Authlib, httpx2) log, down to DEBUG; not this
+    # test's own client (httpx), nor the SQL driver's trace, which echoes every parameter of
+    # every statement when someone turns it on (the verifier waits in the database).
+    logged = "\n".join(
+        record.getMessage()
+        for record in caplog.records
+        if record.name != "httpx" and not record.name.startswith(("httpcore.", "aiosqlite"))
+    )
+    assert "refused: invalid_key_id" in logged  # the refusal is logged, with its reason
+    for secret in secrets:
+        assert secret not in logged
+        assert secret not in trail
+
+
+def test_draft_survives_an_expired_session_and_returns_after_sso(sso: Sso) -> None:
+    sso.provider.user = FINN
+    action_id = sso.console.pending_restock(delta=170)
+    page = f"/console/actions/{action_id}"
+    with sso.browser() as client:
+        assert sso.sign_in(client).status_code == 200
+        form = client.get(f"{sso.console.url}{page}")
+        _expire(sso.console, client)
+        posted = client.post(
+            f"{sso.console.url}{page}/approve",
+            data={"csrf_token": csrf_token(form.text), "comment": "Pallet counted twice"},
+        )
+        assert posted.status_code == 303
+        assert posted.headers["location"] == f"/console/login?{urlencode({'next': page})}&ended=1"
+        assert "gatehouse_draft=" in posted.headers.get("set-cookie", "")
+        login = client.get(f"{sso.console.url}{posted.headers['location']}")
+        assert "Your session ended; sign in again to continue." in login.text
+        done = sso.sign_in(client, page)
+        assert f'content="0;url={page}"' in done.text
+        restored = client.get(f"{sso.console.url}{page}")
+        again = client.get(f"{sso.console.url}{page}")
+    assert "Pallet counted twice</textarea>" in restored.text
+    assert "Pallet counted twice" not in again.text  # restored once
+    assert sso.console.status_of(action_id) == "PENDING_APPROVAL"  # nothing was decided
+
+
+def test_draft_of_a_rejection_returns_after_key_sign_in(sso: Sso) -> None:
+    action_id = sso.console.pending_restock(delta=160)
+    page = f"/console/actions/{action_id}"
+    with sso.browser() as client:
+        client.base_url = httpx.URL(sso.console.url)
+        assert sign_in(client, sso.console.keys["finn"]).status_code == 303
+        form = client.get(page)
+        _expire(sso.console, client)
+        data = {"csrf_token": csrf_token(form.text), "reason": "No such delivery expected"}
+        assert client.post(f"{page}/reject", data=data).status_code == 303
+        assert sign_in(client, sso.console.keys["finn"], page).headers["location"] == page
+        restored = client.get(page)
+    assert "No such delivery expected</textarea>" in restored.text
+
+
+def test_draft_is_not_kept_from_a_form_of_no_session(sso: Sso) -> None:
+    action_id = sso.console.pending_restock(delta=150)
+    with sso.browser() as client:
+        posted = client.post(
+            f"{sso.console.url}/console/actions/{action_id}/approve",
+            data={"csrf_token": "forged", "comment": "approve this quickly"},
+        )
+    assert posted.status_code == 303
+    assert "gatehouse_draft" not in posted.headers.get("set-cookie", "")
+    kept = "SELECT count(*) FROM console_drafts WHERE text = ?"
+    assert sso.console.sql(kept, "approve this quickly") == [(0,)]
+
+
+def test_draft_is_restored_only_to_its_author(sso: Sso) -> None:
+    action_id = sso.console.pending_restock(delta=140)
+    page = f"/console/actions/{action_id}"
+    with sso.browser() as client:
+        client.base_url = httpx.URL(sso.console.url)
+        assert sign_in(client, sso.console.keys["finn"]).status_code == 303
+        form = client.get(page)
+        _expire(sso.console, client)
+        data = {"csrf_token": csrf_token(form.text), "comment": "finn's private note"}
+        client.post(f"{page}/approve", data=data)
+        assert sso.sign_in(client, page).status_code == 200  # olivia, on the same browser
+        shown = client.get(page)
+    assert "finn&#39;s private note" not in shown.text
+    assert "finn's private note" not in shown.text
+
+
+def _expire(console: Console, client: httpx.Client) -> None:
+    digest = hashlib.sha256(client.cookies["gatehouse_session"].encode()).hexdigest()
+    past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    console.sql("UPDATE console_sessions SET expires_at = ? WHERE token_sha256 = ?", past, digest)
+
+
+OIDC_TOML = """
+[auth.oidc]
+issuer = "{issuer}"
+name = "Acme SSO"
+client_id = "gatehouse-console"
+client_secret = "${{GATEHOUSE_OIDC_CLIENT_SECRET}}"
+claim = "email"
+principals = {{ "olivia@acme.example" = "{principal}" }}
+"""
+
+
+def _oidc_config(tmp_path: Path, issuer: str, principal: str = "olivia") -> Path:
+    path = tmp_path / "gatehouse.toml"
+    extra = OIDC_TOML.format(issuer=issuer, principal=principal)
+    path.write_text(CONFIG_TEMPLATE.read_text(encoding="utf-8") + extra, "utf-8")
+    return path
+
+
+def test_oidc_config_loads_with_the_secret_from_the_environment(
+    tmp_path: Path, estate: DemoEstate
+) -> None:
+    path = _oidc_config(tmp_path, "https://login.acme.example/realms/acme")
+    environ = {**estate.environ(), "GATEHOUSE_OIDC_CLIENT_SECRET": "from-env"}
+    config = load_config(path, environ)
+    assert config.auth.oidc is not None
+    assert config.auth.oidc.client_secret is not None
+    assert config.auth.oidc.client_secret.get_secret_value() == "from-env"
+    assert "from-env" not in repr(config.auth.oidc)
+
+
+@pytest.mark.parametrize(
+    ("issuer", "principal", "problem"),
+    [
+        ("https://login.acme.example", "restock-bot", "is an agent; only people sign in"),
+        ("https://login.acme.example", "storefront", "is a service; only people sign in"),
+        ("https://login.acme.example", "nobody", "no principal named 'nobody'"),
+        ("http://login.acme.example", "olivia", "over https"),
+    ],
+)
+def test_oidc_config_refuses_agents_unknowns_and_plain_http(
+    tmp_path: Path, estate: DemoEstate, issuer: str, principal: str, problem: str
+) -> None:
+    path = _oidc_config(tmp_path, issuer, principal)
+    environ = {**estate.environ(), "GATEHOUSE_OIDC_CLIENT_SECRET": "x"}
+    with pytest.raises(ConfigError, match="auth") as refused:
+        load_config(path, environ)
+    assert problem in str(refused.value)
