@@ -44,8 +44,8 @@ from gateway.moves import Moves
 from gateway.nesting import NestingLimit
 from gateway.notifier import Notifier
 from gateway.oauth import metadata_routes
-from gateway.outcomes import Outcomes
 from gateway.oidc import OpenIdClient
+from gateway.outcomes import Outcomes
 from gateway.pipeline import Writes
 from gateway.principals import Authenticator
 from gateway.rates import Rates
@@ -53,8 +53,8 @@ from gateway.reads import Reads
 from gateway.recovery import Recovery
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.telemetry import configure_tracing
 from gateway.sign_ins import SignIns
+from gateway.telemetry import configure_tracing
 
 log = logging.getLogger("gatehouse")
 
@@ -115,9 +115,9 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         notifier=notifier,
         # A configured checkpoint directory without a usable signing key stops start-up here.
         checkpointer=checkpointer_from_settings(settings),
-    )
         sign_ins=SignIns(audit),
         oidc=OpenIdClient(config.auth.oidc) if config.auth.oidc else None,
+    )
 
 
 def build_writes(

@@ -287,6 +287,56 @@ class OAuthConfig(Strict):
         return self
 
 
+def _fetched_safely(url: str) -> str:
+    # Keys fetched over plain HTTP could be anyone's; loopback is for tests and demos.
+    if not re.match(r"https://|http://(localhost|127\.0\.0\.1|\[::1\])[:/]", url + "/"):
+        raise ValueError(f"'{url}': an issuer is reached over https (http only on loopback)")
+    return url
+
+
+class OidcConfig(Strict):
+    """Console sign-in through an OpenID provider (gateway/console/sso.py): the authorization
+    code flow with PKCE; the ID token's `claim` maps to a configured human principal."""
+
+    issuer: Annotated[HttpUrl, AfterValidator(_fetched_safely)]  # discovery: /.well-known/...
+    name: str = "single sign-on"  # on the button: "Sign in with <name>"
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None  # None: a public client (PKCE alone)
+    scopes: list[str] = ["openid", "email"]
+    claim: str = "email"  # the ID token claim naming the person
+    # The claim's value -> the configured principal (a human) it signs in as.
+    principals: dict[str, str] = Field(min_length=1)
+    # With claim = "email": only an address the provider says it verified maps to anyone.
+    require_verified_email: bool = True
+    # The callback as registered at the provider; by default from the request's own URL.
+    redirect_uri: HttpUrl | None = None
+    algorithms: list[str] = ["RS256", "PS256", "ES256", "EdDSA"]
+    leeway: Seconds = 30.0  # clock skew allowed on exp and iat
+    timeout: Seconds = Field(default=10.0, gt=0)  # per request to the provider
+
+    @model_validator(mode="after")
+    def _check(self) -> OidcConfig:
+        if "openid" not in self.scopes:
+            raise ValueError("scopes: OpenID Connect needs the 'openid' scope")
+        if "none" in {a.lower() for a in self.algorithms} or any(
+            a.startswith("HS") for a in self.algorithms
+        ):
+            raise ValueError("algorithms: only asymmetric ones, checked against the JWKS")
+        return self
+
+
+def _check_oidc(auth: AuthConfig, principals: dict[str, PrincipalConfig]) -> None:
+    """Single sign-on maps only to configured people: agents and services use keys."""
+    for value, name in (auth.oidc.principals if auth.oidc else {}).items():
+        at = f"auth.oidc.principals.{value}"
+        if name not in principals:
+            raise ValueError(f"{at}: no principal named '{name}'")
+        kind = principals[name].kind
+        if kind is not PrincipalKind.HUMAN:
+            article = "an" if kind is PrincipalKind.AGENT else "a"
+            raise ValueError(f"{at}: '{name}' is {article} {kind.value}; only people sign in")
+
+
 class AuthConfig(Strict):
     """Optional JWT verification (the secret comes from GATEHOUSE_JWT_SECRET), OAuth, and
     the console's single sign-on."""
@@ -295,6 +345,7 @@ class AuthConfig(Strict):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     oauth: OAuthConfig | None = None
+    oidc: OidcConfig | None = None
 
 
 class PolicyConfig(Strict):
@@ -381,56 +432,6 @@ def _webhook_secret(value: str) -> str:
     try:
         key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
     except ValueError:
-def _fetched_safely(url: str) -> str:
-    # Keys fetched over plain HTTP could be anyone's; loopback is for tests and demos.
-    if not re.match(r"https://|http://(localhost|127\.0\.0\.1|\[::1\])[:/]", url + "/"):
-        raise ValueError(f"'{url}': an issuer is reached over https (http only on loopback)")
-    return url
-
-
-class OidcConfig(Strict):
-    """Console sign-in through an OpenID provider (gateway/console/sso.py): the authorization
-    code flow with PKCE; the ID token's `claim` maps to a configured human principal."""
-
-    issuer: Annotated[HttpUrl, AfterValidator(_fetched_safely)]  # discovery: /.well-known/...
-    name: str = "single sign-on"  # on the button: "Sign in with <name>"
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr | None = None  # None: a public client (PKCE alone)
-    scopes: list[str] = ["openid", "email"]
-    claim: str = "email"  # the ID token claim naming the person
-    # The claim's value -> the configured principal (a human) it signs in as.
-    principals: dict[str, str] = Field(min_length=1)
-    # With claim = "email": only an address the provider says it verified maps to anyone.
-    require_verified_email: bool = True
-    # The callback as registered at the provider; by default from the request's own URL.
-    redirect_uri: HttpUrl | None = None
-    algorithms: list[str] = ["RS256", "PS256", "ES256", "EdDSA"]
-    leeway: Seconds = 30.0  # clock skew allowed on exp and iat
-    timeout: Seconds = Field(default=10.0, gt=0)  # per request to the provider
-
-    @model_validator(mode="after")
-    def _check(self) -> OidcConfig:
-        if "openid" not in self.scopes:
-            raise ValueError("scopes: OpenID Connect needs the 'openid' scope")
-        if "none" in {a.lower() for a in self.algorithms} or any(
-            a.startswith("HS") for a in self.algorithms
-        ):
-            raise ValueError("algorithms: only asymmetric ones, checked against the JWKS")
-        return self
-
-
-def _check_oidc(auth: AuthConfig, principals: dict[str, PrincipalConfig]) -> None:
-    """Single sign-on maps only to configured people: agents and services use keys."""
-    for value, name in (auth.oidc.principals if auth.oidc else {}).items():
-        at = f"auth.oidc.principals.{value}"
-        if name not in principals:
-            raise ValueError(f"{at}: no principal named '{name}'")
-        kind = principals[name].kind
-        if kind is not PrincipalKind.HUMAN:
-            article = "an" if kind is PrincipalKind.AGENT else "a"
-            raise ValueError(f"{at}: '{name}' is {article} {kind.value}; only people sign in")
-
-
         key = b""
     if not value.startswith("whsec_") or len(key) < 24:
         raise ValueError("a webhook secret is whsec_ followed by base64 of 24 or more bytes")
@@ -438,7 +439,6 @@ def _check_oidc(auth: AuthConfig, principals: dict[str, PrincipalConfig]) -> Non
 
 
 class ChannelConfig(Strict):
-    oidc: OidcConfig | None = None
     """A place notifications are delivered to; named in principals, owners, subscriptions."""
 
     kind: ChannelKind
@@ -546,6 +546,7 @@ class GatewayConfig(Strict):
         for claim, name in (self.auth.oauth.principals if self.auth.oauth else {}).items():
             if name not in self.principals:
                 raise ValueError(f"auth.oauth.principals.{claim}: no principal named '{name}'")
+        _check_oidc(self.auth, self.principals)
         for name, action in self.actions.items():
             if action.source not in self.sources:
                 raise ValueError(f"actions.{name}.source: no source named '{action.source}'")
@@ -640,7 +641,6 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
-        _check_oidc(self.auth, self.principals)
 def _expand(value: Any, env: dict[str, str], path: Path, at: tuple[str, ...]) -> Any:
     if isinstance(value, dict):
         return {key: _expand(item, env, path, (*at, key)) for key, item in value.items()}

@@ -18,8 +18,8 @@ from enum import StrEnum
 
 from gateway.actions.store import Action, Status
 from gateway.config import PrincipalKind
-from gateway.console.sessions import ConsoleSession
 from gateway.console.drafts import Draft
+from gateway.console.sessions import ConsoleSession
 from gateway.principals import Principal
 from gateway.services import Services
 
@@ -42,9 +42,9 @@ class Viewer:
     session: ConsoleSession
     token: str
     pages: frozenset[Page]
-
-
     draft: Draft | None = None  # what they were typing on this page when their session ended
+
+
 def pages_for(principal: Principal, services: Services) -> frozenset[Page]:
     """The pages `principal` may open."""
     policy = services.policy
