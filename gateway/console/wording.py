@@ -37,6 +37,7 @@ STATUS_TONES = {
     "EXECUTING": "wait",
     "RECEIVED": "wait",
     "DRY_RUN": "neutral",
+    "SIGNED_IN": "neutral",
 }
 EVENT_WORDS = {
     "action.approved": "Approved",
@@ -51,6 +52,9 @@ EVENT_WORDS = {
     "policy.reloaded": "Policy files reloaded",
     "read.classified": "Read classified fields",
     "audit.exported": "Downloaded from the audit trail or ledger",
+    "console.signed_in": "Signed in to the console",
+    "console.sign_in_failed": "Console sign-in refused",
+    "console.sign_in_throttled": "Console sign-ins paused after repeated failures",
 }
 DECISION_WORDS = {
     "allow": "Allowed",
@@ -58,7 +62,13 @@ DECISION_WORDS = {
     "review": "Allowed once a person approves it",
     "": "Not decided",
 }
-PRINCIPAL_KINDS = {"human": "Person", "agent": "AI agent", "service": "Service", "system": "System"}
+PRINCIPAL_KINDS = {
+    "human": "Person",
+    "agent": "AI agent",
+    "service": "Service",
+    "system": "System",
+    "unknown": "Not known",  # a sign-in that named nobody configured
+}
 
 
 def status_words(status: str) -> str:

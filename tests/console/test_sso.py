@@ -461,3 +461,13 @@ def test_oidc_config_refuses_agents_unknowns_and_plain_http(
     with pytest.raises(ConfigError, match="auth") as refused:
         load_config(path, environ)
     assert problem in str(refused.value)
+
+
+def test_sign_ins_read_in_words_on_the_audit_trail(sso: Sso) -> None:
+    with sso.browser() as client:
+        client.base_url = httpx.URL(sso.console.url)
+        assert sign_in(client, "gh_carla_mistyped").status_code == 401
+        assert sign_in(client, sso.console.keys["carla"]).status_code == 303
+        trail = client.get("/console/audit")
+    assert "Console sign-in refused" in trail.text
+    assert "Signed in to the console" in trail.text
