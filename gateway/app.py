@@ -87,7 +87,7 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         authenticator=authenticator,
         reads=reads,
         config=config,
-        on_outcome=lambda action: metrics.writes.labels(action.kind, action.status.value).inc(),
+        on_outcome=lambda action: _outcome(metrics, notifier, action),
     )
     notifier = Notifier(
         engine=engine,
@@ -118,6 +118,11 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         sign_ins=SignIns(audit),
         oidc=OpenIdClient(config.auth.oidc) if config.auth.oidc else None,
     )
+
+
+def _outcome(metrics: Metrics, notifier: Notifier, action: Action) -> None:
+    metrics.writes.labels(action.kind, action.status.value).inc()
+    notifier.wake()  # what the write owes someone goes out now
 
 
 def build_writes(

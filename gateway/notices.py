@@ -27,12 +27,14 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway import headlines
 from gateway.actions import store
 from gateway.actions.store import Action, Status
 from gateway.audience import Audience, Route, grouped
 from gateway.catalog import Catalog
 from gateway.config import GatewayConfig
 from gateway.database import actions, audit_events, audit_head, cursors
+from gateway.headlines import Names, names_for
 from gateway.messages import (
     ACTION_DECIDED,
     ACTION_EVENT,
@@ -41,6 +43,7 @@ from gateway.messages import (
     Message,
 )
 from gateway.outbox import Owed, owe
+from gateway.reads import Reads
 
 CURSOR = "notices"
 BATCH = 500  # audit events read per round
@@ -72,9 +75,11 @@ class Notices:
         config: GatewayConfig,
         catalog: Catalog,
         approvers_for: Callable[[Action], list[str]],
+        reads: Reads,
         clock: Callable[[], datetime],
     ) -> None:
         self._engine = engine
+        self._reads = reads
         self._config = config
         self._catalog = catalog
         self._approvers_for = approvers_for
@@ -91,11 +96,14 @@ class Notices:
             )
 
     async def fan_out(self) -> int:
-        """Owe the notifications of the events since the cursor; how many were new."""
-        async with self._engine.begin() as connection:
-            position = await _take_cursor(connection)
-            if position is None:  # another replica is reading right now
-                return 0
+        """Owe the notifications of the events since the cursor; how many were new.
+
+        Worked out first, outside any transaction (naming items and customers may read
+        their systems), then written with the cursor's move in one short transaction that
+        holds the cursor: if another replica moved it meanwhile, this round gives way.
+        """
+        async with self._engine.connect() as connection:
+            position = await _position(connection)
             events = (
                 await connection.execute(
                     select(audit_events)
@@ -106,9 +114,12 @@ class Notices:
             ).all()
             if not events:
                 return 0
-            owed: list[Owed] = []
-            for event in events:
-                owed += await self._owed_for(connection, event)
+            found = await _actions(connection, {e.action_id for e in events if e.action_id})
+        names = await names_for(found.values(), self._reads)
+        owed = [o for e in events for o in self._owed_for(e, found.get(e.action_id), names)]
+        async with self._engine.begin() as connection:
+            if await _take_cursor(connection) != position:  # another replica got there
+                return 0
             added = await owe(connection, owed, self._clock())
             await connection.execute(
                 update(cursors).where(cursors.c.name == CURSOR).values(seq=events[-1].seq)
@@ -119,7 +130,7 @@ class Notices:
         """Owe approvers a word about pending actions whose window is about to close."""
         now = self._clock()
         soon = now + timedelta(seconds=self._config.notify.expiring_within)
-        async with self._engine.begin() as connection:
+        async with self._engine.connect() as connection:
             ids = (
                 await connection.execute(
                     select(actions.c.id).where(
@@ -129,40 +140,40 @@ class Notices:
                     )
                 )
             ).scalars()
-            owed: list[Owed] = []
-            for action_id in list(ids):
-                action = await store.get(connection, action_id)
-                if action is not None:
-                    owed += self._to_approvers(action, APPROVAL_EXPIRING, f"expiring:{action.id}")
+            found = await _actions(connection, set(ids))
+        names = await names_for(found.values(), self._reads)
+        owed = [
+            o
+            for action in found.values()
+            for o in self._to_approvers(action, APPROVAL_EXPIRING, f"expiring:{action.id}", names)
+        ]
+        async with self._engine.begin() as connection:
             return await owe(connection, owed, now)
 
-    async def _owed_for(self, connection: AsyncConnection, event: Row[Any]) -> list[Owed]:
-        if not event.event.startswith("action.") or event.action_id is None:
+    def _owed_for(self, event: Row[Any], action: Action | None, names: Names) -> list[Owed]:
+        if action is None or not event.event.startswith("action."):
             return []
-        action = await store.get(connection, event.action_id)
-        if action is None:
-            return []
-        owed = self._to_subscribers(action, event)
+        owed = self._to_subscribers(action, event, names)
         if event.event == "action.pending_approval" and action.status is Status.PENDING_APPROVAL:
-            owed += self._to_approvers(action, APPROVAL_REQUESTED, event.id)
+            owed += self._to_approvers(action, APPROVAL_REQUESTED, event.id, names)
         elif _decided(event) and action.decision == "review":
-            owed += self._to_requester(action, event)
+            owed += self._to_requester(action, event, names)
         return owed
 
-    def _to_approvers(self, action: Action, topic: str, cause: str) -> list[Owed]:
+    def _to_approvers(self, action: Action, topic: str, cause: str, names: Names) -> list[Owed]:
         approvers = self._approvers_for(action)
         audience = {name: self._audience.principal(name) for name in approvers}
-        message = self._about(action, topic)
+        message = self._about(action, topic, names)
         return _owed(message, grouped(audience), cause, action_id=action.id)
 
-    def _to_requester(self, action: Action, event: Row[Any]) -> list[Owed]:
+    def _to_requester(self, action: Action, event: Row[Any], names: Names) -> list[Owed]:
         audience = {action.principal: self._audience.principal(action.principal)}
         if action.on_behalf_of:
             audience[action.on_behalf_of] = self._audience.principal(action.on_behalf_of)
-        message = self._about(action, ACTION_DECIDED, outcome=event.outcome)
+        message = self._about(action, ACTION_DECIDED, names, outcome=event.outcome)
         return _owed(message, grouped(audience), event.id, action_id=action.id)
 
-    def _to_subscribers(self, action: Action, event: Row[Any]) -> list[Owed]:
+    def _to_subscribers(self, action: Action, event: Row[Any], names: Names) -> list[Owed]:
         kind = self._catalog.get(action.kind)
         mutation = kind.mutation if kind else action.kind
         owed = []
@@ -171,7 +182,7 @@ class Notices:
                 continue
             if event.outcome not in subscription.outcomes or not _tells_outcome(event):
                 continue
-            message = self._about(action, ACTION_EVENT, outcome=event.outcome, event=event)
+            message = self._about(action, ACTION_EVENT, names, outcome=event.outcome, event=event)
             route = Route(subscription.channel)
             owed.append(
                 Owed(
@@ -189,6 +200,7 @@ class Notices:
         self,
         action: Action,
         topic: str,
+        names: Names,
         *,
         outcome: str | None = None,
         event: Row[Any] | None = None,
@@ -198,7 +210,7 @@ class Notices:
         title = _words(kind.mutation) if kind else action.kind
         amount, currency = self._amount(action)
         status = outcome or action.status.value
-        key = action.target.partition(":")[2] or action.target  # InventoryItem:SKU-1 -> SKU-1
+        key = headlines.subject(action, self._catalog, names)  # an item by name, not a key
         subject = {
             APPROVAL_REQUESTED: f"Approval needed: {title} {key}",
             APPROVAL_EXPIRING: f"Approval closing soon: {title} {key}",
@@ -208,9 +220,9 @@ class Notices:
         requester = self._principal_words(action.principal)
         if action.on_behalf_of:
             requester += f" on behalf of {self._principal_words(action.on_behalf_of)}"
-        facts = [("Action", title), ("Target", action.target)]
+        facts = [("What", headlines.headline(action, self._catalog, names)), ("Target", key)]
         if amount is not None:
-            facts.append(("Amount", f"{currency} {amount:,.2f}".strip()))
+            facts.append(("Amount", headlines.money(amount, currency)))
         facts += [
             ("Requested by", requester),
             ("Rule", f"{action.rule}: {action.reason}" if action.reason else action.rule),
@@ -301,6 +313,19 @@ def _words(mutation: str) -> str:
     """`adjustInventory` -> `Adjust inventory`."""
     spaced = "".join(f" {c.lower()}" if c.isupper() else c for c in mutation)
     return spaced[:1].upper() + spaced[1:]
+
+
+async def _position(connection: AsyncConnection) -> int:
+    found = await connection.execute(select(cursors.c.seq).where(cursors.c.name == CURSOR))
+    return int(found.scalar_one())
+
+
+async def _actions(connection: AsyncConnection, ids: set[str]) -> dict[str, Action]:
+    found = {}
+    for action_id in sorted(ids):
+        if (action := await store.get(connection, action_id)) is not None:
+            found[action_id] = action
+    return found
 
 
 async def _take_cursor(connection: AsyncConnection) -> int | None:

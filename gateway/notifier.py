@@ -8,6 +8,7 @@ alert conditions. Each part is safe on any number of replicas (see their modules
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -56,7 +57,12 @@ class Notifier:
         rates = {name: channel.rate for name, channel in config.channels.items()}
         rates[EMAIL] = EMAIL_RATE
         self.notices = Notices(
-            engine=engine, config=config, catalog=catalog, approvers_for=approvers_for, clock=clock
+            engine=engine,
+            config=config,
+            catalog=catalog,
+            approvers_for=approvers_for,
+            reads=reads,
+            clock=clock,
         )
         self.sender = Sender(
             engine=engine,
@@ -76,6 +82,7 @@ class Notifier:
             conditions=conditions,
         )
         self._every = notify.every
+        self._woken = asyncio.Event()
 
     async def start(self) -> None:
         """Before the first round: where reading the audit trail begins."""
@@ -91,15 +98,22 @@ class Notifier:
         await self.notices.warn_expiring()
         await self.alerts.round()
 
+    def wake(self) -> None:
+        """A write of this process changed an action: go round now rather than at the next
+        tick (another replica's writes are seen at the tick)."""
+        self._woken.set()
+
     async def run_forever(self) -> None:
         """The rounds, until cancelled; a failing round is logged and the next one runs."""
         last_watch = 0.0
         while True:
+            self._woken.clear()
             await _logged(self.round, "notifications round")
             if time.monotonic() - last_watch >= ALERT_EVERY:
                 last_watch = time.monotonic()
                 await _logged(self.watch, "alerts round")
-            await asyncio.sleep(self._every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), timeout=self._every)
 
     async def close(self) -> None:
         """Release the HTTP client and the alerts' lead."""

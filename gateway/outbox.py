@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -74,6 +74,7 @@ class Notification:
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+    lease_until: datetime | None  # while SENDING: the claim's token, as well as its end
 
     @classmethod
     def of(cls, row: Row[Any]) -> Notification:
@@ -94,6 +95,7 @@ class Notification:
             last_error=row.last_error,
             created_at=row.created_at,
             delivered_at=row.delivered_at,
+            lease_until=row.lease_until,
         )
 
 
@@ -164,11 +166,28 @@ async def claim(
     return sorted((Notification.of(row) for row in claimed), key=lambda n: n.next_attempt_at)
 
 
-async def delivered(connection: AsyncConnection, notification_id: str, now: datetime) -> None:
+async def hold(
+    connection: AsyncConnection, notification: Notification, until: datetime
+) -> Notification | None:
+    """Renew the claim just before sending, so a long batch never outlives its lease; None
+    when another sender took the notification over meanwhile (then it is theirs)."""
+    renewed = await connection.execute(
+        update(notifications)
+        .where(
+            notifications.c.id == notification.id,
+            notifications.c.status == NotificationStatus.SENDING.value,
+            notifications.c.lease_until == notification.lease_until,
+        )
+        .values(lease_until=until)
+    )
+    return replace(notification, lease_until=until) if renewed.rowcount == 1 else None
+
+
+async def delivered(connection: AsyncConnection, notification: Notification, now: datetime) -> None:
     """It landed."""
     await _settle(
         connection,
-        notification_id,
+        notification,
         status=NotificationStatus.DELIVERED.value,
         delivered_at=now,
         last_error=None,
@@ -176,7 +195,7 @@ async def delivered(connection: AsyncConnection, notification_id: str, now: date
 
 
 async def later(
-    connection: AsyncConnection, notification_id: str, at: datetime, error: str | None
+    connection: AsyncConnection, notification: Notification, at: datetime, error: str | None
 ) -> None:
     """Try again at `at`: after a failure (`error`), or paced by the channel's rate."""
     values: dict[str, Any] = {"status": NotificationStatus.PENDING.value, "next_attempt_at": at}
@@ -184,22 +203,25 @@ async def later(
         values["attempts"] = notifications.c.attempts - 1
     else:
         values["last_error"] = error
-    await _settle(connection, notification_id, **values)
+    await _settle(connection, notification, **values)
 
 
-async def failed(connection: AsyncConnection, notification_id: str, error: str) -> None:
+async def failed(connection: AsyncConnection, notification: Notification, error: str) -> None:
     """No more attempts: shown as FAILED until an operator requeues it."""
     await _settle(
-        connection, notification_id, status=NotificationStatus.FAILED.value, last_error=error
+        connection, notification, status=NotificationStatus.FAILED.value, last_error=error
     )
 
 
-async def _settle(connection: AsyncConnection, notification_id: str, **values: Any) -> None:
+async def _settle(connection: AsyncConnection, notification: Notification, **values: Any) -> None:
+    # Only the holder of the claim records the outcome: a sender whose lease lapsed and
+    # was taken over changes nothing.
     await connection.execute(
         update(notifications)
         .where(
-            notifications.c.id == notification_id,
+            notifications.c.id == notification.id,
             notifications.c.status == NotificationStatus.SENDING.value,
+            notifications.c.lease_until == notification.lease_until,
         )
         .values(lease_until=None, **values)
     )

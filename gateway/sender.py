@@ -58,13 +58,14 @@ class Sender:
         self._config = config
         self._clock = clock
         self._on_delivery = on_delivery
+        # A sender that dies mid-send leaves its rows to the next after this long; each row's
+        # claim is renewed just before it is sent, so a long batch keeps what it claimed.
+        self._lease = config.timeout * 3 + 5
 
     async def deliver_due(self) -> int:
         """One round: claim, send, record. How many were delivered."""
-        # A sender that dies mid-send leaves its rows to the next after this long.
-        lease = self._config.timeout * 3 + 5
         async with self._engine.begin() as connection:
-            claimed = await outbox.claim(connection, self._clock(), lease=lease, limit=BATCH)
+            claimed = await outbox.claim(connection, self._clock(), lease=self._lease, limit=BATCH)
             disabled = await _disabled(connection)
         by_channel = groupby(sorted(claimed, key=lambda n: n.channel), key=lambda n: n.channel)
         results = await asyncio.gather(
@@ -79,10 +80,15 @@ class Sender:
                 await self._record(notification, GONE, final=True)
             elif (wait := await self._paced(channel)) is not None:
                 async with self._engine.begin() as connection:
-                    await outbox.later(connection, notification.id, wait, None)
-            else:
-                sent += await self._send_one(notification)
+                    await outbox.later(connection, notification, wait, None)
+            elif (held := await self._hold(notification)) is not None:
+                sent += await self._send_one(held)
         return sent
+
+    async def _hold(self, notification: Notification) -> Notification | None:
+        until = self._clock() + timedelta(seconds=self._lease)
+        async with self._engine.begin() as connection:
+            return await outbox.hold(connection, notification, until)
 
     async def _paced(self, channel: str) -> datetime | None:
         """When the channel may take the next one, if its rate is spent now."""
@@ -112,7 +118,7 @@ class Sender:
             await self._record(notification, "the receiver did not answer in time", final=False)
             return 0
         async with self._engine.begin() as connection:
-            await outbox.delivered(connection, notification.id, self._clock())
+            await outbox.delivered(connection, notification, self._clock())
             await _healthy(connection, notification.channel)
         self._on_delivery(notification.channel, "delivered")
         return 1
@@ -134,11 +140,11 @@ class Sender:
         )
         async with self._engine.begin() as connection:
             if final or out_of_attempts:
-                await outbox.failed(connection, notification.id, error)
+                await outbox.failed(connection, notification, error)
                 await _failing(connection, notification.channel, now, error, gone=gone)
             else:
                 await outbox.later(
-                    connection, notification.id, now + self._backoff(notification), error
+                    connection, notification, now + self._backoff(notification), error
                 )
         self._on_delivery(notification.channel, "failed" if final or out_of_attempts else "retry")
 

@@ -161,3 +161,151 @@ def test_browser_sources_page_reads_well(
     expect(page.get_by_text("Checked just now.")).to_be_visible()
     expect(page.locator("article.system .badge.good")).to_have_count(2)
     page.screenshot(path=screenshots / "sources.png", full_page=True)
+
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1440, "height": 900}
+# Every console page, as the person who uses it: (name, who signs in, path).
+PAGES = [
+    ("approvals", "finn", "/console/approvals"),
+    ("action-pending", "finn", "/console/actions/{pending}"),
+    ("action-applied", "finn", "/console/actions/{applied}"),
+    ("in-doubt", "finn", "/console/in-doubt"),
+    ("audit", "carla", "/console/audit"),
+    ("ledger", "carla", "/console/ledger"),
+    ("sources", "sam", "/console/sources"),
+    ("not-found", "finn", "/console/no-such-page"),
+    ("login", None, "/console/login"),
+]
+
+
+@pytest.fixture(scope="module")
+def actions(console: Console) -> dict[str, str]:
+    """One action waiting for approval and one applied, for the action pages."""
+    applied = console.graphql(
+        "sam",
+        'mutation { adjustInventory(input: {sku: "SKU-0002", location: "WH-BER", delta: 5, '
+        'reason: "recount after the stock take"}) { status action { id } } }',
+    )["adjustInventory"]
+    assert applied["status"] == "APPLIED", applied
+    return {
+        "pending": console.pending_restock(delta=240, sku="SKU-0002"),
+        "applied": applied["action"]["id"],
+    }
+
+
+def _page_width(page: Page) -> int:
+    width: int = page.evaluate("document.documentElement.scrollWidth")
+    return width
+
+
+@pytest.mark.parametrize(("name", "principal", "path"), PAGES, ids=[p[0] for p in PAGES])
+@pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_browser_every_page_fits_phone_and_desktop_width(
+    console: Console,
+    browser: Browser,
+    screenshots: Path,
+    actions: dict[str, str],
+    name: str,
+    principal: str | None,
+    path: str,
+    size: dict[str, int],
+) -> None:
+    fresh = browser.new_context(viewport=size)  # type: ignore[arg-type]
+    fresh.set_default_timeout(15_000)
+    try:
+        page = fresh.new_page()
+        if principal is not None:
+            _sign_in(page, console, principal)
+        page.goto(f"{console.url}{path.format(**actions)}")
+        assert _page_width(page) <= size["width"], f"{name} is wider than the screen"
+        if principal is not None:  # the header keeps the name and sign-out on screen
+            signed_out = page.get_by_role("button", name="Sign out").bounding_box()
+            assert signed_out is not None
+            assert signed_out["x"] + signed_out["width"] <= size["width"]
+        label = "phone" if size is PHONE else "desktop"
+        page.screenshot(path=screenshots / f"{label}-{name}.png", full_page=True)
+    finally:
+        fresh.close()
+
+
+def test_browser_phone_decision_buttons_take_the_whole_width(
+    console: Console, browser: Browser, screenshots: Path, actions: dict[str, str]
+) -> None:
+    fresh = browser.new_context(viewport=PHONE)  # type: ignore[arg-type]
+    try:
+        page = fresh.new_page()
+        _sign_in(page, console, "finn")
+        page.goto(f"{console.url}/console/actions/{actions['pending']}")
+        approve = page.get_by_role("button", name=re.compile(r"^Approve \+240 boxes"))
+        reject = page.get_by_role("button", name=re.compile(r"^Reject \+240 boxes"))
+        approve.scroll_into_view_if_needed()
+        page.screenshot(path=screenshots / "phone-decide.png")
+        for button in (approve, reject):
+            box = button.bounding_box()
+            assert box is not None
+            assert box["width"] >= 300  # one column: the width of the card, not half of it
+            assert box["x"] >= 0
+            assert box["x"] + box["width"] <= PHONE["width"]
+    finally:
+        fresh.close()
+
+
+def test_browser_skip_link_is_first_and_jumps_to_the_content(
+    console: Console, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    _sign_in(page, console, "finn")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement.textContent")
+    assert focused == "Skip to the page's content"
+    expect(page.get_by_role("link", name="Skip to the page's content")).to_be_visible()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"#main$"))
+    assert page.evaluate("document.activeElement.id") == "main"
+
+
+def test_browser_approve_buttons_are_named_for_their_action(
+    console: Console, context: BrowserContext, actions: dict[str, str]
+) -> None:
+    page = context.new_page()
+    _sign_in(page, console, "finn")
+    card = page.locator(f"#action-{actions['pending']}")
+    name = "Approve +240 boxes of Wood screw 5x80 mm at WH-BER, requested by restock-bot for olivia"
+    expect(card.get_by_role("button", name=name, exact=True)).to_have_count(1)
+    named = page.get_by_role("button", name="Approve", exact=True)
+    expect(named).to_have_count(0)  # none is just "Approve" for a screen reader
+
+
+def test_browser_control_borders_have_three_to_one_contrast(
+    console: Console, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    _sign_in(page, console, "finn")
+    colour = page.locator("textarea").first.evaluate("e => getComputedStyle(e).borderTopColor")
+    red, green, blue = (int(n) for n in re.findall(r"\d+", colour)[:3])
+    assert _contrast((red, green, blue), (255, 255, 255)) >= 3.0
+
+
+def _contrast(one: tuple[int, int, int], two: tuple[int, int, int]) -> float:
+    def luminance(rgb: tuple[int, int, int]) -> float:
+        linear = [
+            c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4
+            for c in rgb
+        ]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(one), luminance(two)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_browser_unknown_console_address_shows_a_console_page(
+    console: Console, context: BrowserContext
+) -> None:
+    page = context.new_page()
+    _sign_in(page, console, "finn")
+    response = page.goto(f"{console.url}/console/approvals/nothing")
+    assert response is not None
+    assert response.status == 404
+    expect(page.get_by_role("heading", name="No such page")).to_be_visible()
+    expect(page.get_by_role("link", name="Approvals")).to_be_visible()

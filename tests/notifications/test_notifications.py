@@ -146,14 +146,20 @@ async def test_an_approver_hears_by_email_slack_and_a_signed_webhook(
     await rounds(told)
     (mail,) = inbox.wait_for_messages(1)
     assert mail["to"] == ["finn@acme.example"] or "finn@acme.example" in str(mail["to"])
-    assert mail["subject"] == "Approval needed: Adjust inventory SKU-0002"
+    assert (
+        mail["subject"]
+        == "Approval needed: Adjust inventory Wood screw 5x80 mm (box of 500) (SKU-0002) at WH-BER"
+    )
     link = f"https://gatehouse.acme.example/console/actions/{action_id}"
     assert link in mail["text"]
     assert link in mail["html"]
     assert "Restocking agent (restock-bot, agent) on behalf of" in mail["text"]
+    assert "+150 boxes of Wood screw 5x80 mm" in mail["text"]  # the headline, in words
     (slack,) = inbox.wait_for_hooks("slack", 1)
     card = json.loads(slack["body"])
-    assert card["text"].startswith("Approval needed: Adjust inventory SKU-0002")
+    assert card["text"].startswith(
+        "Approval needed: Adjust inventory Wood screw 5x80 mm (box of 500) (SKU-0002) at WH-BER"
+    )
     assert any(b["type"] == "actions" and b["elements"][0]["url"] == link for b in card["blocks"])
     # olivia asked (through her agent): she hears of the decision, not of the request.
     assert inbox.hooks("ops") == []
@@ -410,10 +416,8 @@ async def test_approvers_are_warned_once_before_the_window_closes(
         subjects = sorted(m["subject"] for m in inbox.wait_for_messages(2))
         await asyncio.sleep(0.2)
         assert len(inbox.messages()) == 2
-    assert subjects == [
-        "Approval closing soon: Adjust inventory SKU-0002",
-        "Approval needed: Adjust inventory SKU-0002",
-    ]
+    what = "Adjust inventory Wood screw 5x80 mm (box of 500) (SKU-0002) at WH-BER"
+    assert subjects == [f"Approval closing soon: {what}", f"Approval needed: {what}"]
 
 
 @pytest.mark.parametrize(
