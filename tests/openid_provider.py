@@ -5,7 +5,10 @@
     GET  /realms/acme/authorize   response_type=code, a registered redirect_uri exactly,
                                   scope with openid, PKCE S256 required; signs in the
                                   provider's `user` at once (the consent is given) and
-                                  redirects back with code, state and iss (RFC 9207)
+                                  redirects back with code, state and iss (RFC 9207); with
+                                  `consent`, first a page whose Continue button POSTs
+                                  the request back here, so the way back starts on the
+                                  provider's site, as it does after a real login form
     POST /realms/acme/token       authorization_code; client_secret_basic or _post; the code
                                   once, for its client and redirect_uri, within a minute;
                                   the verifier's S256 must be the challenge; an ID token
@@ -23,12 +26,20 @@ import base64
 import hashlib
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
@@ -70,6 +81,7 @@ class OpenIDProvider:
     user: User | None  # None: the person declines at the provider (access_denied)
     redirect_uris: list[str] = field(default_factory=list)
     fault: Fault = None
+    consent: bool = False  # show a page with a Continue button, as real providers do
     base_url: str = ""  # set once served
     keys: list[RSAKey] = field(default_factory=lambda: [new_key()])
     grants: dict[str, Grant] = field(default_factory=dict)
@@ -87,6 +99,7 @@ class OpenIDProvider:
         app.add_api_route(f"{REALM}/.well-known/openid-configuration", self._discovery)
         app.add_api_route(f"{REALM}/jwks", self._jwks)
         app.add_api_route(f"{REALM}/authorize", self._authorize)
+        app.add_api_route(f"{REALM}/authorize", self._consented, methods=["POST"])
         app.add_api_route(f"{REALM}/token", self._token, methods=["POST"])
         return app
 
@@ -110,11 +123,27 @@ class OpenIDProvider:
         return {"keys": [key.as_dict(private=False) for key in self.keys]}
 
     async def _authorize(self, request: Request) -> Response:
-        asked = request.query_params
-        redirect_uri = asked.get("redirect_uri", "")
-        if asked.get("client_id") != self.client_id or redirect_uri not in self.redirect_uris:
+        asked = dict(request.query_params)
+        if self.consent and self._misdirected(asked) is None:
+            return _consent_page(self.issuer, asked, self.user)
+        return self._decide(asked)
+
+    async def _consented(self, request: Request) -> Response:
+        # The person pressed Continue on the provider's page: the way back starts there.
+        return self._decide({k: str(v) for k, v in (await request.form()).items()})
+
+    def _misdirected(self, asked: Mapping[str, str]) -> Response | None:
+        if asked.get("client_id") != self.client_id or asked.get("redirect_uri") not in set(
+            self.redirect_uris
+        ):
             # Never redirect to an unregistered URI: say so here (RFC 6749 section 4.1.2.1).
             return PlainTextResponse("unknown client or redirect_uri", status_code=400)
+        return None
+
+    def _decide(self, asked: Mapping[str, str]) -> Response:
+        if (bad := self._misdirected(asked)) is not None:
+            return bad
+        redirect_uri = asked["redirect_uri"]
         back = {"state": asked.get("state", ""), "iss": self.issuer}
         problem = self._refusal(asked.get("response_type"), asked.get("scope"), asked)
         if problem is not None:
@@ -131,7 +160,9 @@ class OpenIDProvider:
         )
         return _back(redirect_uri, {**back, "code": code})
 
-    def _refusal(self, response_type: str | None, scope: str | None, asked: Any) -> str | None:
+    def _refusal(
+        self, response_type: str | None, scope: str | None, asked: Mapping[str, str]
+    ) -> str | None:
         if response_type != "code":
             return "unsupported_response_type"
         if "openid" not in (scope or "").split():
@@ -211,3 +242,15 @@ def _half_hash(access_token: str) -> str:
 
 def _back(redirect_uri: str, params: dict[str, str]) -> RedirectResponse:
     return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=302)
+
+
+def _consent_page(issuer: str, asked: Mapping[str, str], user: User | None) -> HTMLResponse:
+    fields = "".join(
+        f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in asked.items()
+    )
+    who = escape(user.email) if user else "nobody"
+    return HTMLResponse(
+        f"<!doctype html><title>Acme sign-in</title><h1>Acme sign-in</h1>"
+        f'<form method="post" action="{escape(issuer)}/authorize">{fields}'
+        f"<p>Signed in as {who}.</p><button>Continue</button></form>"
+    )

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pydantic import SecretStr
 
 from gateway.app import create_app
@@ -26,6 +27,7 @@ from gateway.errors import ConfigError
 from gateway.settings import Settings
 from sources.demo import build_estate, create_erp
 from tests.console.flows import Console, csrf_token, sign_in
+from tests.console.test_browser import ARGS, CHROMIUM
 from tests.factories import live_server, with_source
 from tests.openid_provider import OpenIDProvider, User, s256
 
@@ -409,7 +411,11 @@ def test_draft_is_restored_only_to_its_author(sso: Sso) -> None:
 
 
 def _expire(console: Console, client: httpx.Client) -> None:
-    digest = hashlib.sha256(client.cookies["gatehouse_session"].encode()).hexdigest()
+    _end_session(console, client.cookies["gatehouse_session"])
+
+
+def _end_session(console: Console, token: str) -> None:
+    digest = hashlib.sha256(token.encode()).hexdigest()
     past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
     console.sql("UPDATE console_sessions SET expires_at = ? WHERE token_sha256 = ?", past, digest)
 
@@ -471,3 +477,79 @@ def test_sign_ins_read_in_words_on_the_audit_trail(sso: Sso) -> None:
         trail = client.get("/console/audit")
     assert "Console sign-in refused" in trail.text
     assert "Signed in to the console" in trail.text
+
+
+# In a real Chromium: the provider on `localhost`, the console on 127.0.0.1, two sites, so the
+# browser applies its SameSite rules to the way back as it would with a real provider.
+SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(params=sorted(SIZES))
+def tab(
+    request: pytest.FixtureRequest, chromium: Browser, provider: OpenIDProvider
+) -> Iterator[tuple[Page, str]]:
+    """A fresh browser at one size; the provider shows its Continue page, as real ones do:
+    the way back then starts on the provider's site."""
+    context = chromium.new_context(viewport=SIZES[request.param])  # type: ignore[arg-type]
+    context.set_default_timeout(15_000)
+    provider.consent = True
+    yield context.new_page(), request.param
+    provider.consent = False
+    context.close()
+
+
+def _sso_at_provider(page: Page) -> None:
+    page.get_by_role("link", name="Sign in with Acme SSO").click()
+    page.get_by_role("button", name="Continue").click()
+
+
+def test_browser_sso_signs_in_across_sites_and_returns_to_the_page(
+    sso: Sso, tab: tuple[Page, str], screenshots: Path
+) -> None:
+    page, size = tab
+    sso.provider.user = FINN
+    page.goto(f"{sso.console.url}/console/approvals")
+    sso_button = page.get_by_role("link", name="Sign in with Acme SSO")
+    expect(sso_button).to_be_visible()
+    page.screenshot(path=screenshots / f"sso-login-{size}.png", full_page=True)
+    _sso_at_provider(page)
+    expect(page).to_have_url(f"{sso.console.url}/console/approvals")
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    expect(page.locator("header")).to_contain_text("Finn")
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
+
+
+def test_browser_draft_comes_back_after_the_session_ends(
+    sso: Sso, tab: tuple[Page, str], screenshots: Path
+) -> None:
+    page, size = tab
+    sso.provider.user = FINN
+    action_id = sso.console.pending_restock(delta=175)
+    page.goto(f"{sso.console.url}/console/actions/{action_id}")
+    _sso_at_provider(page)
+    expect(page).to_have_url(f"{sso.console.url}/console/actions/{action_id}")
+    comment = page.get_by_label("Comment")
+    comment.fill("Counted the pallet twice; 175 is right")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "gatehouse_session")
+    _end_session(sso.console, cookie["value"])
+    page.get_by_role("button", name="Approve").click()
+    ended = "Your session ended; sign in again to continue."
+    expect(page.get_by_role("status")).to_have_text(ended)
+    page.screenshot(path=screenshots / f"sso-session-ended-{size}.png", full_page=True)
+    _sso_at_provider(page)
+    expect(page).to_have_url(f"{sso.console.url}/console/actions/{action_id}")
+    expect(page.get_by_label("Comment")).to_have_value("Counted the pallet twice; 175 is right")
+    expect(page.get_by_text("is back in its box")).to_be_visible()
+    page.get_by_label("Comment").scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / f"sso-draft-restored-{size}.png")
+    assert sso.console.status_of(action_id) == "PENDING_APPROVAL"
