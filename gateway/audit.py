@@ -578,6 +578,38 @@ def _writer(out: TextIO, format: ExportFormat) -> Callable[[StoredEvent], None]:
     return write
 
 
+# ---- exports -----------------------------------------------------------------------------
+
+EXPORTED = "EXPORTED"  # the outcome of an `audit.exported` event
+
+
+def export_event(
+    *,
+    principal: str,
+    principal_kind: str,
+    on_behalf_of: str | None,
+    channel: str,
+    trace_id: str,
+    export: str,
+    format: ExportFormat,
+    filters: Mapping[str, Any],
+    rows: int,
+    **more: Any,
+) -> AuditEvent:
+    """The audit event of a copy taken of the trail (`export`: events) or of the ledger:
+    who took it, of which view, in which format, how many records."""
+    return AuditEvent(
+        event="audit.exported",
+        principal=principal,
+        principal_kind=principal_kind,
+        on_behalf_of=on_behalf_of,
+        channel=channel,
+        outcome=EXPORTED,
+        trace_id=trace_id,
+        payload={"export": export, "format": format, "filters": dict(filters), "rows": rows} | more,
+    )
+
+
 # ---- events of actions ------------------------------------------------------------------
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
+import socket
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -23,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import checkpoints
 from gateway.app import build_services, create_app, start
-from gateway.audit import AuditTrail, Verification
+from gateway.audit import AuditTrail, Verification, export_event
 from gateway.checkpoints import (
     Checkpointer,
     CheckpointVerification,
@@ -464,14 +467,7 @@ def _audit_export(args: argparse.Namespace) -> int:
             count = asyncio.run(
                 _on_trail(
                     args.database_url,
-                    lambda trail: trail.export(
-                        out,
-                        format=args.format,
-                        since=since,
-                        until=until,
-                        principal=args.principal,
-                        action_kind=args.action_kind,
-                    ),
+                    lambda trail: _exported(trail, out, args, since=since, until=until),
                 )
             )
     except _AuditUnavailable as exc:
@@ -494,6 +490,52 @@ async def _on_engine(url: str | None, work: Callable[[AsyncEngine], Awaitable[T]
         engine = create_engine(url)
     except SQLAlchemyError as exc:
         raise _AuditUnavailable(f"bad database URL: {_one_line(exc)}") from exc
+async def _exported(
+    trail: AuditTrail,
+    out: TextIO,
+    args: argparse.Namespace,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+) -> int:
+    """Write the events asked for, then record in the trail that a copy was taken: by
+    whom as the operating system knows them (the command has no principal), of what."""
+    count = await trail.export(
+        out,
+        format=args.format,
+        since=since,
+        until=until,
+        principal=args.principal,
+        action_kind=args.action_kind,
+    )
+    asked = {"since": args.since, "until": args.until, "principal": args.principal}
+    asked["action_kind"] = args.action_kind
+    await trail.append(
+        export_event(
+            principal="gatehouse",
+            principal_kind="system",
+            on_behalf_of=None,
+            channel="cli",
+            trace_id=uuid.uuid4().hex,
+            export="events",
+            format=args.format,
+            filters={name: value for name, value in asked.items() if value},
+            rows=count,
+            os_user=_os_user(),
+            host=socket.gethostname(),
+            output=str(args.output) if args.output else "stdout",
+        )
+    )
+    return count
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid may have no name
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
     try:
         return await work(engine)
     except (SQLAlchemyError, OSError) as exc:

@@ -506,6 +506,39 @@ async def test_cli_export_csv_to_file_filtered_by_principal_and_period(
     assert [json.loads(row["payload"])["n"] for row in rows] == [2, 3]
 
 
+async def test_cli_export_records_the_copy_in_the_trail_which_still_verifies(
+    database_file: Path, tmp_path: Path
+) -> None:
+    status, _, _ = await gatehouse(
+        "audit", "export", "--format", "jsonl", "--principal", "restock-agent",
+        "--output", str(tmp_path / "out.jsonl"), "--database-url", url(database_file),
+    )  # fmt: skip
+
+    assert status == 0
+    built = create_engine(url(database_file))
+    events, _ = await AuditTrail(built).query(limit=1, newest_first=True)
+    verified = await AuditTrail(built).verify()
+    await built.dispose()
+    (event,) = events
+    assert (event.event, event.channel, event.outcome) == ("audit.exported", "cli", "EXPORTED")
+    assert event.payload["filters"] == {"principal": "restock-agent"}
+    assert event.payload["rows"] == 10  # every event of the file is restock-agent's
+    assert event.payload["output"] == str(tmp_path / "out.jsonl")
+    assert event.payload["os_user"]
+    assert (verified.ok, verified.events) == (True, 11)
+
+
+async def test_query_newest_first_before_a_seq(trail: AuditTrail) -> None:
+    await append_many(trail, 6)
+
+    newest, more = await trail.query(limit=2, newest_first=True)
+    older, _ = await trail.query(limit=2, newest_first=True, before_seq=newest[-1].seq)
+
+    assert [e.seq for e in newest] == [6, 5]
+    assert more
+    assert [e.seq for e in older] == [4, 3]
+
+
 def test_canonical_json_sorted_compact_exact() -> None:
     value = {"b": Decimal("0.10"), "a": [START, "é"], "c": None}
 

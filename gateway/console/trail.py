@@ -30,7 +30,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from gateway.actions import ledger
 from gateway.actions.store import Status
-from gateway.audit import AuditEvent, AuditTrail, ExportFormat, StoredEvent, Verification
+from gateway.audit import (
+    EXPORTED,
+    AuditTrail,
+    ExportFormat,
+    StoredEvent,
+    Verification,
+    export_event,
+)
 from gateway.console.access import Page, Viewer, names
 from gateway.console.pages import ConsoleRoute, Refused, render
 from gateway.console.signin import ServicesDep, allowed
@@ -39,7 +46,6 @@ from gateway.telemetry import current_trace_id
 
 PAGE_SIZE = 50
 VERIFY_EVERY = 60.0  # seconds a verification result is shown before the chain is read again
-EXPORTED = "EXPORTED"  # the outcome of an `audit.exported` event
 OUTCOMES = (*(s.value for s in Status), "RELOADED", "READ", EXPORTED)
 MEDIA = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
 ComplianceDep = Annotated[Viewer, Depends(allowed(Page.AUDIT))]
@@ -224,15 +230,16 @@ async def record_export(
     """Audit a download: who took which view of what, in which format, how many records."""
     principal = viewer.principal
     await services.audit.append(
-        AuditEvent(
-            event="audit.exported",
+        export_event(
             principal=principal.id,
             principal_kind=principal.kind.value,
             on_behalf_of=principal.on_behalf_of,
             channel="console",
-            outcome=EXPORTED,
             trace_id=current_trace_id(),
-            payload={"export": what, "format": fmt, "filters": dict(filters), "rows": rows},
+            export=what,
+            format=fmt,
+            filters=filters,
+            rows=rows,
         )
     )
 

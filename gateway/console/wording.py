@@ -51,7 +51,7 @@ EVENT_WORDS = {
     "action.tampered": "Input found altered",
     "policy.reloaded": "Policy files reloaded",
     "read.classified": "Read classified fields",
-    "audit.exported": "Downloaded from the audit trail or ledger",
+    "audit.exported": "Copied out: the trail or the ledger, downloaded or exported",
     "console.signed_in": "Signed in to the console",
     "console.sign_in_failed": "Console sign-in refused",
     "console.sign_in_throttled": "Console sign-ins paused after repeated failures",
