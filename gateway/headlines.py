@@ -114,7 +114,9 @@ def subject(action: Action, catalog: Catalog, names: Names) -> str:
         return f"order {data['order_id']}{_of(str(data['order_id']), names)}"
     if "customer_id" in data:
         return customer(str(data["customer_id"]), names)
-    return action.target
+    # Stored targets read "Entity:key" (InventoryItem:SKU-0001), and the entity is not
+    # always the record's own (an order's target names its customer): the key alone.
+    return action.target.partition(":")[2] or action.target
 
 
 def item(sku: str, names: Names) -> str:
