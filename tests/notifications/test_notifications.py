@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -484,3 +485,32 @@ async def test_operators_list_failed_notifications_and_open_alerts_in_graphql(
     assert refused.errors is not None
     assert refused.errors[0].extensions is not None
     assert refused.errors[0].extensions["code"] == "FORBIDDEN"
+
+
+async def test_a_storm_is_paced_per_receiver_and_nothing_is_lost(
+    write_config: GatewayConfig, backend: Backend, inbox: InboxProcess
+) -> None:
+    config = notifying(write_config, inbox)
+    raw = config.model_dump(mode="json", by_alias=True, exclude={"base_dir"})
+    raw["channels"]["ops-slack"]["rate"] = "5/second"
+    config = GatewayConfig.model_validate({**raw, "base_dir": config.base_dir})
+    async with running(config, backend) as services:
+        for _ in range(25):
+            await pending(services)
+        started = time.monotonic()
+        await rounds(services)
+        slack = await stored(services, channel="ops-slack")
+        # The rate's window admits some; the rest wait their turn, not counted as tries.
+        waiting = [n for n in slack if n.status is NotificationStatus.PENDING]
+        assert 10 <= len(waiting) < 25
+        assert {n.attempts for n in waiting} == {0}
+        assert all(n.last_error is None for n in waiting)
+        for _ in range(60):
+            await asyncio.sleep(0.2)
+            await rounds(services)
+            slack = await stored(services, channel="ops-slack")
+            if all(n.status is NotificationStatus.DELIVERED for n in slack):
+                break
+        assert {n.status for n in slack} == {NotificationStatus.DELIVERED}
+        assert time.monotonic() - started >= 2.0  # 25 at 5 a second: spread out
+    assert len(inbox.hooks("slack")) == 25
