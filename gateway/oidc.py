@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx2
 from authlib.integrations.starlette_client import OAuth, OAuthError, StarletteOAuth2App
-from joserfc.errors import JoseError
+from joserfc.errors import ClaimError, JoseError
 
 from gateway.config import OidcConfig
 
@@ -141,9 +141,12 @@ class OpenIdClient:
                 token, nonce=nonce, claims_options=options, leeway=int(self.config.leeway)
             )
         except JoseError as bad:  # signature, unknown key, iss, aud, exp, nonce, azp ...
-            log.warning("oidc: ID token from %s refused: %s", self.config.issuer, bad.error)
+            reason = f"id_token_{bad.error}"
+            if isinstance(bad, ClaimError):
+                reason = f"{reason}_{bad.claim}"  # which claim: the audit trail names it
+            log.warning("oidc: ID token from %s refused: %s", self.config.issuer, reason)
             raise SignOnRefused(
-                f"id_token_{bad.error}",
+                reason,
                 "The identity provider's answer could not be verified, so you were not "
                 "signed in. Please try again; if it keeps happening, tell your administrator.",
             ) from None

@@ -17,7 +17,8 @@
 
 Keys and tokens are joserfc's, as tests/authorization_server.py's are. A `fault` makes the
 token endpoint hand the real client a bad ID token: expired, for another audience or issuer,
-with another nonce, or signed by a key this provider never publishes.
+with another nonce, signed by a key this provider never publishes, or forged (another key's
+signature under the published key's id).
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ from tests.authorization_server import client_credentials, new_key, oauth_error
 
 REALM = "/realms/acme"
 CODE_LIFETIME = 60.0
-Fault = Literal["expired", "wrong_audience", "wrong_issuer", "wrong_nonce", "unknown_key"] | None
+Fault = (
+    Literal["expired", "wrong_audience", "wrong_issuer", "wrong_nonce", "unknown_key", "forged"]
+    | None
+)
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,7 @@ class OpenIDProvider:
             "iss": "https://elsewhere.example" if fault == "wrong_issuer" else self.issuer,
             "sub": grant.user.sub,
             "aud": "someone-else" if fault == "wrong_audience" else grant.client_id,
+            "azp": grant.client_id,  # names the client, so only the audience is wrong
             "iat": now - 600 if fault == "expired" else now,
             "exp": now - 300 if fault == "expired" else now + 300,
             "auth_time": now,
@@ -224,8 +229,10 @@ class OpenIDProvider:
             "email": grant.user.email,
             "email_verified": grant.user.email_verified,
         }
-        key = new_key() if fault == "unknown_key" else self.keys[0]
-        return jwt.encode({"alg": "RS256", "typ": "JWT", "kid": key.kid}, claims, key)
+        key = new_key() if fault in ("unknown_key", "forged") else self.keys[0]
+        # forged: signed by another key, naming the published key's id
+        kid = self.keys[0].kid if fault == "forged" else key.kid
+        return jwt.encode({"alg": "RS256", "typ": "JWT", "kid": kid}, claims, key)
 
 
 def s256(verifier: str) -> str:

@@ -193,9 +193,17 @@ def test_sso_unverified_email_is_refused(sso: Sso) -> None:
 
 
 @pytest.mark.parametrize(
-    "fault", ["wrong_nonce", "expired", "unknown_key", "wrong_audience", "wrong_issuer"]
+    ("fault", "reason"),
+    [
+        ("wrong_nonce", "id_token_invalid_claim_nonce"),
+        ("expired", "id_token_expired_token_exp"),
+        ("unknown_key", "id_token_invalid_key_id"),
+        ("forged", "id_token_bad_signature"),
+        ("wrong_audience", "id_token_invalid_claim_aud"),
+        ("wrong_issuer", "id_token_invalid_claim_iss"),
+    ],
 )
-def test_sso_bad_id_token_is_refused_and_audited(sso: Sso, fault: str) -> None:
+def test_sso_bad_id_token_is_refused_and_audited(sso: Sso, fault: str, reason: str) -> None:
     sso.provider.fault = fault  # type: ignore[assignment]
     with sso.browser() as client:
         done = sso.sign_in(client)
@@ -204,7 +212,7 @@ def test_sso_bad_id_token_is_refused_and_audited(sso: Sso, fault: str) -> None:
     assert "could not be verified, so you were not signed in" in done.text
     assert "gatehouse_session" not in done.headers.get("set-cookie", "")
     failed = sso.events("console.sign_in_failed")[-1]
-    assert failed["reason"].startswith("id_token_")
+    assert failed["reason"] == reason
     assert failed["principal"] == "unknown"
 
 
@@ -334,7 +342,7 @@ def test_sso_leaves_no_secret_in_logs_or_trail(sso: Sso, caplog: pytest.LogCaptu
         for record in caplog.records
         if record.name != "httpx" and not record.name.startswith(("httpcore.", "aiosqlite"))
     )
-    assert "refused: invalid_key_id" in logged  # the refusal is logged, with its reason
+    assert "refused: id_token_invalid_key_id" in logged  # logged, with its reason
     for secret in secrets:
         assert secret not in logged
         assert secret not in trail
