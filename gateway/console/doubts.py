@@ -11,16 +11,20 @@ are for people whom policy lets `resolve` (the operator role).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from gateway.actions.store import Status
+from gateway.actions.store import Action, Status
 from gateway.console.access import Page, Viewer, names
-from gateway.console.history import action_page
+from gateway.console.changes import Row, rows
+from gateway.console.history import action_page, seen_by
 from gateway.console.pages import ROOT, ConsoleRoute, redirect, render
 from gateway.console.signin import FormDep, ServicesDep, allowed, form_text
 from gateway.errors import GatehouseError
+from gateway.headlines import Names, headline, names_for, subject
+from gateway.services import Services
 
 PAGE_SIZE = 20
 OperatorDep = Annotated[Viewer, Depends(allowed(Page.IN_DOUBT))]
@@ -51,11 +55,13 @@ async def queue(
     actions, more = await services.writes.page(
         status=Status.IN_DOUBT, principal=None, visible_to=None, limit=PAGE_SIZE, after=cursor
     )
+    looked_up = await names_for(actions, services.reads)
     return render(
         "in_doubt.html",
         viewer=viewer,
         active=Page.IN_DOUBT.value,
         actions=actions,
+        doubts=[_doubt(services, viewer, action, looked_up) for action in actions],
         names=names(services),
         catalog=services.catalog,
         next_after=actions[-1].id if more and actions else None,
@@ -63,6 +69,26 @@ async def queue(
         notice=f"You resolved action {resolved}; the audit trail records how."
         if resolved
         else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Doubt:
+    """One action in doubt as its card shows it."""
+
+    action: Action
+    headline: str
+    subject: str
+    rows: list[Row]
+
+
+def _doubt(services: Services, viewer: Viewer, action: Action, looked_up: Names) -> Doubt:
+    seen = seen_by(services, viewer, action, looked_up)
+    return Doubt(
+        action,
+        headline(action, services.catalog, looked_up),
+        subject(action, services.catalog, looked_up),
+        rows(action, seen),
     )
 
 

@@ -24,7 +24,7 @@ from gateway.console.changes import HIDDEN, Seen, currency_of
 from gateway.console.pages import ConsoleRoute, Refused, render
 from gateway.console.signin import CSRF_FIELD, ServicesDep, ViewerDep
 from gateway.console.wording import field_label, value_words
-from gateway.console.wording import shown as words
+from gateway.console.wording import value_words as words
 from gateway.headlines import Names, headline, names_for, subject
 from gateway.recovery import Now
 from gateway.services import Services
@@ -230,10 +230,10 @@ def compared(action: Action, now: Now, shown: dict[str, Any]) -> list[Compared]:
     fields = dict.fromkeys([*before, *asked, *current])
     return [
         Compared(
-            name,
-            words(before.get(name)),
-            words(asked.get(name)),
-            words(current.get(name)) if now.values is not None else "—",
+            field_label(name),
+            words(name, before.get(name)),
+            words(name, asked.get(name)),
+            words(name, current.get(name)) if now.values is not None else "—",
             name in before and now.values is not None and before[name] != current.get(name),
         )
         for name in fields

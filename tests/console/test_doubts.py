@@ -72,7 +72,7 @@ def test_in_doubt_page_shows_record_when_planned_asked_and_now(in_doubt: InDoubt
         page = olivia.get(f"/console/actions/{in_doubt.action_id}")
     assert page.status_code == 200
     section = page.text[page.text.index('id="in-doubt"') :]
-    row = section[section.index('<th scope="row">name</th>') :]
+    row = section[section.index('<th scope="row">Name</th>') :]
     row = row[: row.index("</tr>")]
     # planned against the seeded name, asked for "half-applied", and the ERP holds it now
     cells = [cell.split("<")[0] for cell in row.split("<td>")[1:]]
@@ -80,6 +80,16 @@ def test_in_doubt_page_shows_record_when_planned_asked_and_now(in_doubt: InDoubt
     assert cells[0] not in ("half-applied", "—")
     assert "(differs from when planned)" in row
     assert f'action="/console/actions/{in_doubt.action_id}/resolve"' in section
+
+
+def test_in_doubt_queue_shows_headline_and_labelled_change(in_doubt: InDoubt) -> None:
+    with in_doubt.console.signed_in("olivia") as olivia:
+        queue = olivia.get("/console/in-doubt").text
+    card = queue[queue.index(f'id="action-{in_doubt.action_id}"') :]
+    card = card[: card.index("</article>")]
+    assert ", requested by " in card
+    assert '<th scope="row">Name</th>' in card
+    assert '<th scope="row">name</th>' not in card
 
 
 def test_in_doubt_resolve_refused_to_non_operator(in_doubt: InDoubt) -> None:
