@@ -208,6 +208,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    # Notifications link to the console where this demo serves it.
+    os.environ.setdefault("GATEHOUSE_CONSOLE_URL", f"http://{args.host}:{args.port}/console")
     with _running(args.estate, args.state_dir) as estate:
         database = (estate.state_dir / "gatehouse.db").resolve()
         _set_aside_if_outdated(database)
@@ -490,6 +492,14 @@ async def _on_engine(url: str | None, work: Callable[[AsyncEngine], Awaitable[T]
         engine = create_engine(url)
     except SQLAlchemyError as exc:
         raise _AuditUnavailable(f"bad database URL: {_one_line(exc)}") from exc
+    try:
+        return await work(engine)
+    except (SQLAlchemyError, OSError) as exc:
+        raise _AuditUnavailable(f"cannot read the audit trail: {_one_line(exc)}") from exc
+    finally:
+        await engine.dispose()
+
+
 async def _exported(
     trail: AuditTrail,
     out: TextIO,
@@ -535,13 +545,6 @@ def _os_user() -> str:
     except (KeyError, OSError):  # a container's uid may have no name
         return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
-
-    try:
-        return await work(engine)
-    except (SQLAlchemyError, OSError) as exc:
-        raise _AuditUnavailable(f"cannot read the audit trail: {_one_line(exc)}") from exc
-    finally:
-        await engine.dispose()
 
 
 def _require_sqlite_file(url: str) -> None:

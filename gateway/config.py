@@ -470,7 +470,8 @@ class SmtpConfig(Strict):
     starttls: bool = True  # upgrade to TLS before AUTH; off only for a loopback test server
     username: str | None = None
     password: str | None = None
-    ca_file: Path | None = None  # a private CA to trust, besides the system's
+    # A private CA to trust, besides the system's ("" from an unset variable: none).
+    ca_file: Annotated[Path | None, BeforeValidator(lambda v: v or None)] = None
 
     @model_validator(mode="after")
     def _check(self) -> SmtpConfig:

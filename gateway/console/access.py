@@ -5,6 +5,7 @@
     ledger     as audit: the trail's actions, one row each
     in-doubt   a human whom policy lets `resolve` some kind of action (the operator role)
     sources    policy lets them `read` at least one entity
+    alerts     policy lets them `inspect` `alerts` (operators): owner alerts, failed deliveries
     an action  approvals or audit, or they requested it (or own the agent that did); an
                action in doubt, to those who may open in-doubt
 
@@ -32,6 +33,7 @@ class Page(StrEnum):
     SOURCES = "sources"
     LEDGER = "ledger"
     IN_DOUBT = "in-doubt"
+    ALERTS = "alerts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,8 @@ def pages_for(principal: Principal, services: Services) -> frozenset[Page]:
         granted |= {Page.AUDIT, Page.LEDGER}
     if any(policy.can_read(principal, entity) for entity in services.config.entities):
         granted.add(Page.SOURCES)
+    if policy.decide(principal, "alerts", "inspect").allowed:
+        granted.add(Page.ALERTS)
     return frozenset(granted)
 
 

@@ -15,11 +15,12 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from gateway.config import GatewayConfig, load_config
+from gateway.demo.notify import Mailroom
 from gateway.principals import hash_key
 from sources.demo import CrmProcess, build_estate, create_erp, seed_crm
 
@@ -68,15 +69,18 @@ class DemoEstate:
     keys: dict[str, str]
     state_dir: Path
     template: Path = CONFIG_TEMPLATE
+    mailroom: Mailroom = field(default_factory=Mailroom)  # where notifications land
 
     def systems(self) -> dict[str, str]:
-        """The ERP's database and the CRM's URL."""
-        return {"ERP": self.erp_url, "CRM": self.crm.url}
+        """The ERP's database, the CRM's URL and the inbox's."""
+        inbox = self.mailroom.inbox
+        mail = {"Inbox": f"{inbox.url}   (e-mail and webhooks sent)"} if inbox else {}
+        return {"ERP": self.erp_url, "CRM": self.crm.url, **mail}
 
     def environ(self) -> dict[str, str]:
         """The GATEHOUSE_* variables the demo configuration refers to."""
         urls = {"GATEHOUSE_ERP_URL": self.erp_url, "GATEHOUSE_CRM_URL": self.crm.url}
-        return {**urls, **key_hashes(self.keys)}
+        return {**urls, **self.mailroom.environ(), **key_hashes(self.keys)}
 
     def config(self) -> GatewayConfig:
         """The demo configuration, expanded with this estate's URLs and key hashes."""
@@ -111,9 +115,13 @@ def running_estate(state_dir: Path, *, erp_url: str | None = None) -> Iterator[D
     asyncio.run(create_erp(erp_url, estate))
     seed_crm(state_dir / "crm.db", estate)
     crm = CrmProcess.start(state_dir / "crm.db")
+    mailroom = Mailroom.start(state_dir / "inbox")
     try:
-        yield DemoEstate(erp_url=erp_url, crm=crm, keys=new_keys(), state_dir=state_dir)
+        yield DemoEstate(
+            erp_url=erp_url, crm=crm, keys=new_keys(), state_dir=state_dir, mailroom=mailroom
+        )
     finally:
+        mailroom.stop()
         crm.stop()
 
 

@@ -15,11 +15,12 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.config import GatewayConfig, load_config
 from gateway.demo import TRYTON_CONFIG_TEMPLATE, key_hashes, new_keys
+from gateway.demo.notify import Mailroom
 from gateway.errors import ConfigError
 from sources.tryton_estate.server import TrytonDatabase, TrytonServer, seeded_sqlite
 
@@ -36,6 +37,7 @@ class TrytonEstate:
     keys: dict[str, str]
     state_dir: Path
     template: Path = TRYTON_CONFIG_TEMPLATE
+    mailroom: Mailroom = field(default_factory=Mailroom)  # where notifications land
 
     def environ(self) -> dict[str, str]:
         """The variables tryton.toml refers to, and the demo principals' key hashes."""
@@ -44,6 +46,7 @@ class TrytonEstate:
             "GATEHOUSE_TRYTON_DATABASE": self.server.database.name,
             "GATEHOUSE_TRYTON_USER": USER,
             PASSWORD_VARIABLE: self.password,
+            **self.mailroom.environ(),
             **key_hashes(self.keys),
         }
 
@@ -53,7 +56,9 @@ class TrytonEstate:
 
     def systems(self) -> dict[str, str]:
         """Where Tryton answers."""
-        return {"Tryton": f"{self.server.url}/{self.server.database.name}/"}
+        inbox = self.mailroom.inbox
+        mail = {"Inbox": f"{inbox.url}   (e-mail and webhooks sent)"} if inbox else {}
+        return {"Tryton": f"{self.server.url}/{self.server.database.name}/", **mail}
 
 
 @contextmanager
@@ -73,9 +78,13 @@ def running_tryton_estate(state_dir: Path) -> Iterator[TrytonEstate]:
         Path(seeded.location) / f"{seeded.name}.sqlite", working / f"{seeded.name}.sqlite"
     )
     database = TrytonDatabase(seeded.name, "sqlite", str(working))
-    with TrytonServer.start(database, timeout=60) as server:
-        os.environ[PASSWORD_VARIABLE] = password  # the connector reads it from there
-        yield TrytonEstate(server, password, new_keys(), state_dir)
+    mailroom = Mailroom.start(state_dir / "inbox")
+    try:
+        with TrytonServer.start(database, timeout=60) as server:
+            os.environ[PASSWORD_VARIABLE] = password  # the connector reads it from there
+            yield TrytonEstate(server, password, new_keys(), state_dir, mailroom=mailroom)
+    finally:
+        mailroom.stop()
 
 
 def _password(path: Path) -> str:

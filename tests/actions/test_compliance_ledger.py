@@ -5,6 +5,7 @@ search, totals."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from gateway.actions import ledger, store
 from gateway.actions.ledger import Cursor, Query
 from gateway.actions.store import Action, Approval, Status
-from gateway.database import create_engine, create_schema
+from gateway.database import actions, create_engine, create_schema
 from gateway.services import Services
 from tests.factories import POSTGRES_URL, drop_schema, new_schema_name, require_postgres
 
@@ -201,6 +202,25 @@ async def test_totals_count_by_status_and_sum_by_status_kind_currency(
         ("APPLIED", "payment.record", "EUR"): (Decimal("0.30"), 2),
         ("REJECTED", "payment.record", "EUR"): (Decimal("7.00"), 1),
     }
+
+
+async def test_totals_of_an_action_still_moving_follow_its_changes(
+    engine: AsyncEngine, services: Services
+) -> None:
+    data = {"customer_id": "C-1", "order_id": "SO-1", "amount": "9.00", "reason": "late"}
+    credit = _action(0, kind="credit_note.issue", status=Status.RECEIVED, data=data)
+    await _store(engine, credit)
+    before = await ledger.totals(engine, Query(), catalog=services.catalog)
+    diff = {"before": {"currency": "EUR"}, "after": {"currency": "EUR"}}
+    async with engine.begin() as connection:
+        await connection.execute(
+            actions.update()
+            .where(actions.c.id == credit.id)
+            .values(status="APPLIED", diff=json.dumps(diff))
+        )
+    after = await ledger.totals(engine, Query(), catalog=services.catalog)
+    assert before.sums == {("RECEIVED", "credit_note.issue", None): (Decimal("9.00"), 1)}
+    assert after.sums == {("APPLIED", "credit_note.issue", "EUR"): (Decimal("9.00"), 1)}
 
 
 async def test_totals_past_the_limit_sum_nothing_rather_than_part(

@@ -80,7 +80,7 @@ def test_ledger_on_a_desktop_shows_the_row_and_links_to_its_events(
     row = page.locator(f"#action-{decided}")
     expect(row).to_contain_text("Pallet counted on the dock")
     expect(row).to_contain_text("Applied")
-    row.get_by_role("link", name="Events").click()
+    row.get_by_role("link", name="Events of Adjust inventory of").click()  # named for its row
     expect(page.get_by_role("heading", name="Audit trail")).to_be_visible()
     expect(page.locator("table.events")).to_contain_text("Now")
     page.screenshot(path=screenshots / "ledger-events-1440.png", full_page=True)
