@@ -546,7 +546,6 @@ def _os_user() -> str:
         return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
-
 def _require_sqlite_file(url: str) -> None:
     # Connecting would create an empty SQLite file where the user mistyped a path.
     parsed = make_url(url)
