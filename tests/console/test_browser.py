@@ -9,6 +9,7 @@ import csv
 import io
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -309,3 +310,37 @@ def test_browser_unknown_console_address_shows_a_console_page(
     assert response.status == 404
     expect(page.get_by_role("heading", name="No such page")).to_be_visible()
     expect(page.get_by_role("link", name="Approvals")).to_be_visible()
+
+
+@pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_browser_record_moved_since_request_is_shown_before_the_decision(
+    console: Console, browser: Browser, screenshots: Path, size: dict[str, int]
+) -> None:
+    sku, location = "SKU-0005", "WH-BER"
+    action_id = console.pending_restock(delta=300, sku=sku)
+    erp = console.database.parent / "erp.db"
+    with sqlite3.connect(erp) as connection:  # stock counted in the ERP meanwhile
+        connection.execute(
+            "UPDATE stock_levels SET on_hand = on_hand + 40 WHERE sku = ? AND location = ?",
+            (sku, location),
+        )
+    fresh = browser.new_context(viewport=size)  # type: ignore[arg-type]
+    try:
+        page = fresh.new_page()
+        _sign_in(page, console, "finn")
+        page.goto(f"{console.url}/console/actions/{action_id}")
+        warning = page.get_by_role(
+            "heading", name="The record has changed since this was requested"
+        )
+        expect(warning).to_be_visible()
+        approve = page.get_by_role("button", name=re.compile(r"^Approve "))
+        above = page.evaluate(
+            "([a, b]) => a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING",
+            [warning.element_handle(), approve.element_handle()],
+        )
+        assert above  # read before anyone can approve
+        assert _page_width(page) <= size["width"]
+        label = "phone" if size is PHONE else "desktop"
+        page.screenshot(path=screenshots / f"{label}-action-record-moved.png", full_page=True)
+    finally:
+        fresh.close()

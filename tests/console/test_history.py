@@ -146,7 +146,7 @@ def test_action_page_when_record_moved_shows_now_and_what_approving_would_apply(
     on_hand = re.search(r'<th scope="row">On hand</th>(.*?)</tr>', section, re.S)
     assert on_hand is not None
     cells = re.findall(r"<td[^>]*>([^<]*)", on_hand.group(1))
-    expected = [seen, seen + 200, seen + 30, seen + 230]  # requested, asked, now, if approved
+    expected = [seen + 30, seen + 230, seen, seen + 200]  # now, if approved, requested, asked
     assert [c.strip() for c in cells] == [str(n) for n in expected]
     assert 'class="moved"' in section
     # Approving applies the relative change to what the record holds now, as the page said.
