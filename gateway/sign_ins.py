@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cachetools import TTLCache
 from fastapi import Request
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
@@ -57,7 +58,9 @@ class SignIns:
         self._audit = audit
         self._item: RateLimitItem = parse(failures)
         self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
-        self._told: dict[str, float] = {}  # address -> when its throttling was audited
+        # The addresses whose throttling this window was audited (bounded, so that a
+        # thousand addresses cannot grow it without end).
+        self._told: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=self._item.get_expiry())
 
     async def wait(self, request: Request) -> int | None:
         """Seconds until this address may try again, or None when it may now."""
@@ -66,8 +69,8 @@ class SignIns:
             return None
         stats = await self._limiter.get_window_stats(self._item, address)
         wait = max(1, math.ceil(stats.reset_time - time.time()))
-        if time.monotonic() - self._told.get(address, -math.inf) >= self._item.get_expiry():
-            self._told[address] = time.monotonic()
+        if address not in self._told:
+            self._told[address] = True
             await self._audit.append(_event(request, "console.sign_in_throttled", None, {}))
         return wait
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pydantic import SecretStr
+from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import OidcConfig, load_config
@@ -28,7 +29,7 @@ from gateway.settings import Settings
 from sources.demo import build_estate, create_erp
 from tests.console.flows import Console, csrf_token, sign_in
 from tests.console.test_browser import ARGS, CHROMIUM
-from tests.factories import live_server, with_source
+from tests.factories import free_port, live_server, with_source
 from tests.openid_provider import OpenIDProvider, User, s256
 
 CLIENT_SECRET = "oidc-client-secret-for-tests"  # the test provider's client
@@ -267,6 +268,28 @@ def test_sso_next_outside_console_goes_home(sso: Sso) -> None:
     with sso.browser() as client:
         done = sso.sign_in(client, "https://evil.example/")
     assert 'content="0;url=/console/"' in done.text
+
+
+@pytest.mark.parametrize("problem", ["unreachable", "another_issuer"])
+def test_sso_provider_unreachable_or_misconfigured_says_so(
+    estate: DemoEstate, provider: OpenIDProvider, problem: str
+) -> None:
+    # Nothing listens on a fresh port; a trailing slash is another issuer than the one the
+    # provider's metadata names (OpenID Connect Discovery 1.0, section 4.3).
+    issuer = f"http://127.0.0.1:{free_port()}/realms/acme"
+    if problem == "another_issuer":
+        issuer = f"{provider.issuer}/"
+    oidc = OidcConfig(issuer=issuer, client_id=provider.client_id, principals={"a@b.c": "olivia"})
+    config = estate.config()
+    config = config.model_copy(update={"auth": config.auth.model_copy(update={"oidc": oidc})})
+    app = create_app(Settings(database_url="sqlite+aiosqlite://"), config)
+    with TestClient(app) as http:
+        started = http.get("/console/login/sso", follow_redirects=False)
+    assert started.status_code == 502
+    assert "Single sign-on is unavailable" in started.text
+    expected = "could not be reached" if problem == "unreachable" else "is misconfigured"
+    assert expected in started.text
+    assert "gatehouse_sso" not in started.headers.get("set-cookie", "")
 
 
 def test_sso_not_configured_is_404(console: Console) -> None:
@@ -533,7 +556,7 @@ def test_browser_sso_signs_in_across_sites_and_returns_to_the_page(
     _sso_at_provider(page)
     expect(page).to_have_url(f"{sso.console.url}/console/approvals")
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-    expect(page.locator("header")).to_contain_text("Finn")
+    expect(page.locator("header.topbar")).to_contain_text("Finn")
     assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
 
 
