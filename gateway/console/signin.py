@@ -1,13 +1,18 @@
 """Signing in and out of the console, who is signed in, and the CSRF check on every form.
 
-    GET  /console/login    the form; a login CSRF token in a short-lived cookie and the form
-    POST /console/login    API key -> a person (agents and services are turned away)
+    GET  /console/login    the form; a login CSRF token in a short-lived cookie and the form;
+                           "Sign in with <provider>" beside it when [auth.oidc] is set (sso.py)
+    POST /console/login    an address past its failed sign-ins is refused first (sign_ins.py)
+                           -> API key -> a person (agents and services are turned away)
                            -> session row -> cookie gatehouse_session (HttpOnly,
-                           SameSite=Strict, Path=/console, Secure over https, Max-Age 8 h)
+                           SameSite=Strict, Path=/console, Secure over https, Max-Age 8 h);
+                           the sign-in or its refusal audited, never the key
     POST /console/logout   CSRF-checked; the session row is deleted
 
 Every other console POST carries the session's CSRF token in a hidden field, compared in
 constant time: without it, or with another, the request is refused (403) and nothing moves.
+A page asked for without a session goes to the sign-in page and back; a decision posted
+after the session ended keeps what was typed (drafts.py) and comes back to its action.
 """
 
 from __future__ import annotations
