@@ -1,6 +1,7 @@
 """The web console for approvers and compliance, served by the gateway at `/console`.
 
     /console/login            sign in with an API key (people only) -> session cookie
+    /console/login/sso        or with the company's OpenID provider, when [auth.oidc] is set
     /console/approvals        inbox of pending actions: diff, approve or reject   approvers
     /console/actions/{id}     the whole life of one action and its audit events
     /console/audit            the audit trail: filters, paging, chain status, download  compliance
