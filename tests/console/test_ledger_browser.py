@@ -69,6 +69,9 @@ def test_ledger_on_a_phone_scrolls_its_table_inside_its_box(
     inner = _width(page, "document.querySelector('table.ledger').scrollWidth")
     outer = _width(page, "document.querySelector('table.ledger').parentElement.clientWidth")
     assert inner > outer  # the table is wider than the phone: it scrolls in its box
+    page.goto(f"{console.url}/console/audit?action_id={decided}")
+    page.screenshot(path=screenshots / "ledger-events-390.png", full_page=True)
+    assert _width(page, "document.documentElement.scrollWidth") <= PHONE["width"]
     page.context.close()
 
 
