@@ -89,7 +89,8 @@ async def _sign_in_again(request: Request, services: Services, token: str | None
         return SignInRequired(f"{ROOT}/", ended=token is not None)
     action_id, verb = decision.groups()
     kept = await _keep_draft(request, services, token, action_id, verb)
-    return SignInRequired(f"{ROOT}/actions/{action_id}", ended=True, draft=kept)
+    # Back at the decision, not the top of a long page (on a phone, screens away).
+    return SignInRequired(f"{ROOT}/actions/{action_id}#decision", ended=True, draft=kept)
 
 
 async def _keep_draft(

@@ -384,12 +384,13 @@ def test_draft_survives_an_expired_session_and_returns_after_sso(sso: Sso) -> No
             data={"csrf_token": csrf_token(form.text), "comment": "Pallet counted twice"},
         )
         assert posted.status_code == 303
-        assert posted.headers["location"] == f"/console/login?{urlencode({'next': page})}&ended=1"
+        back = f"{page}#decision"
+        assert posted.headers["location"] == f"/console/login?{urlencode({'next': back})}&ended=1"
         assert "gatehouse_draft=" in posted.headers.get("set-cookie", "")
         login = client.get(f"{sso.console.url}{posted.headers['location']}")
         assert "Your session ended; sign in again to continue." in login.text
-        done = sso.sign_in(client, page)
-        assert f'content="0;url={page}"' in done.text
+        done = sso.sign_in(client, back)
+        assert f'content="0;url={back}"' in done.text
         restored = client.get(f"{sso.console.url}{page}")
         again = client.get(f"{sso.console.url}{page}")
     assert "Pallet counted twice</textarea>" in restored.text
@@ -578,9 +579,9 @@ def test_browser_draft_comes_back_after_the_session_ends(
     expect(page.get_by_role("status")).to_have_text(ended)
     page.screenshot(path=screenshots / f"sso-session-ended-{size}.png", full_page=True)
     _sso_at_provider(page)
-    expect(page).to_have_url(f"{sso.console.url}/console/actions/{action_id}")
+    expect(page).to_have_url(f"{sso.console.url}/console/actions/{action_id}#decision")
     expect(page.get_by_label("Comment")).to_have_value("Counted the pallet twice; 175 is right")
+    expect(page.get_by_label("Comment")).to_be_in_viewport()
     expect(page.get_by_text("is back in its box")).to_be_visible()
-    page.get_by_label("Comment").scroll_into_view_if_needed()
     page.screenshot(path=screenshots / f"sso-draft-restored-{size}.png")
     assert sso.console.status_of(action_id) == "PENDING_APPROVAL"
