@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from gateway.config import GatewayConfig, load_config
 from gateway.demo.notify import Mailroom
-from gateway.principals import hash_key
 from sources.demo import CrmProcess, build_estate, create_erp, seed_crm
+
+if TYPE_CHECKING:  # imported where used: the inbox process (a module of this package) starts
+    # without the gateway's configuration and principals, which take seconds to import
+    from gateway.config import GatewayConfig
 
 CONFIG_TEMPLATE = Path(__file__).with_name("gatehouse.toml")
 TRYTON_CONFIG_TEMPLATE = Path(__file__).with_name("tryton.toml")
@@ -84,11 +86,15 @@ class DemoEstate:
 
     def config(self) -> GatewayConfig:
         """The demo configuration, expanded with this estate's URLs and key hashes."""
+        from gateway.config import load_config
+
         return load_config(CONFIG_TEMPLATE, environ={**os.environ, **self.environ()})
 
 
 def key_hashes(keys: dict[str, str]) -> dict[str, str]:
     """The GATEHOUSE_DEMO_HASH_* variables for the demo principals' keys."""
+    from gateway.principals import hash_key
+
     return {_hash_variable(name): hash_key(key) for name, key in keys.items()}
 
 

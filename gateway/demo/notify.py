@@ -36,7 +36,9 @@ class Mailroom:
     def start(cls, state_dir: Path) -> Mailroom:
         """Start the inbox in `state_dir`, requiring STARTTLS and a login for e-mail."""
         password = secrets.token_urlsafe(18)
-        inbox = InboxProcess.start(state_dir, smtp_user=SMTP_USER, smtp_password=password)
+        inbox = InboxProcess.start(
+            state_dir, smtp_user=SMTP_USER, smtp_password=password, timeout=30
+        )
         return cls(inbox=inbox, smtp_password=password)
 
     def stop(self) -> None:
