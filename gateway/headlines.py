@@ -169,8 +169,15 @@ def _adjust(data: dict[str, Any], names: Names, action: Action, catalog: Catalog
 
 def _credit(data: dict[str, Any], names: Names, action: Action, catalog: Catalog) -> str:
     who = str(data["customer_id"])
-    amount = money(data["amount"], names.currencies.get(who))
+    amount = money(data["amount"], names.currencies.get(who) or _planned_currency(action))
     return f"Credit note of {amount} to {customer(who, names)} on order {data['order_id']}"
+
+
+def _planned_currency(action: Action) -> str | None:
+    """The currency the action's plan recorded, for when the account could not be read."""
+    after = (action.diff or {}).get("after") or {}
+    found = after.get("currency")
+    return found if isinstance(found, str) else None
 
 
 def _payment(data: dict[str, Any], names: Names, action: Action, catalog: Catalog) -> str:

@@ -135,3 +135,18 @@ async def test_names_for_reads_item_customer_and_account_currency(services: Serv
     assert headline(cancel, services.catalog, names).startswith(
         f"Cancel order SO-100432 of {names.customers['C-00101']} (C-00101)"
     )
+
+
+async def test_headline_of_credit_note_without_account_read_uses_planned_currency(
+    services: Services,
+) -> None:
+    action = await _action(
+        services,
+        "credit_note.issue",
+        {"customer_id": "C-00101", "order_id": "SO-100432", "amount": "20.00", "reason": "late"},
+        "support-bot",
+    )
+    assert action.diff is not None
+    assert headline(action, services.catalog, Names()).startswith(
+        "Credit note of 20.00 EUR to C-00101 on order SO-100432"
+    )

@@ -191,7 +191,7 @@ FIELD_LABELS = {
     "available": "Available to sell",
     "location": "Location",
     "outstanding": "Outstanding balance",
-    "credited_on_order": "Credited on this order so far",
+    "credited_on_order": "Credited on this order",
     "credit_limit": "Credit limit",
     "available_credit": "Available credit",
     "currency": "Currency",

@@ -344,3 +344,57 @@ def test_browser_record_moved_since_request_is_shown_before_the_decision(
         page.screenshot(path=screenshots / f"{label}-action-record-moved.png", full_page=True)
     finally:
         fresh.close()
+
+
+def _credit(console: Console, principal: str, amount: str) -> str:
+    data = console.graphql(
+        principal,
+        'mutation { issueCreditNote(input: {customerId: "C-00101", orderId: "SO-100432", '
+        f'amount: "{amount}", reason: "damaged in transit"}}) {{ status action {{ id }} }} }}',
+    )
+    assert data["issueCreditNote"]["status"] == "PENDING_APPROVAL", data
+    action_id: str = data["issueCreditNote"]["action"]["id"]
+    return action_id
+
+
+@pytest.fixture(scope="module")
+def credits(console: Console) -> dict[str, str]:
+    """A credit finn can decide (sam's) and one nobody can complete (olivia's, two needed)."""
+    return {
+        "open": _credit(console, "sam", "2000.00"),
+        "stuck": _credit(console, "olivia", "6000.00"),
+    }
+
+
+@pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_browser_queue_filters_and_flags_what_nobody_can_approve(
+    console: Console,
+    browser: Browser,
+    screenshots: Path,
+    credits: dict[str, str],
+    size: dict[str, int],
+) -> None:
+    fresh = browser.new_context(viewport=size)  # type: ignore[arg-type]
+    try:
+        page = fresh.new_page()
+        _sign_in(page, console, "finn")
+        expect(page.locator("p.counts")).to_contain_text("nobody can approve as things stand")
+        page.get_by_text("Filter and sort").click()
+        page.get_by_label("Kind of action").select_option("credit_note.issue")
+        page.get_by_label("Sort by").select_option("amount")
+        page.get_by_role("button", name="Show").click()
+        expect(page).to_have_url(re.compile(r"kind=credit_note\.issue.*sort=amount"))
+        stuck = page.locator(f"#action-{credits['stuck']}")
+        expect(stuck).to_contain_text("Nobody can approve this as things stand")
+        expect(stuck).to_contain_text("Credit note of 6,000.00 EUR to")
+        expect(stuck.get_by_role("button", name=re.compile("^Approve"))).to_have_count(0)
+        expect(stuck.get_by_role("button", name=re.compile("^Reject"))).to_have_count(1)
+        assert _page_width(page) <= size["width"]
+        label = "phone" if size is PHONE else "desktop"
+        page.screenshot(path=screenshots / f"{label}-approvals-filtered.png", full_page=True)
+        page.get_by_label("Only those I can decide").check()
+        page.get_by_role("button", name="Show").click()
+        expect(page.locator(f"#action-{credits['open']}")).to_have_count(1)
+        expect(page.locator(f"#action-{credits['stuck']}")).to_have_count(0)
+    finally:
+        fresh.close()

@@ -203,7 +203,7 @@ def test_queue_credit_card_shows_money_with_currency_and_customer_name(
         card,
     )
     assert "<dt>Amount</dt><dd>2,000.00 EUR</dd>" in card
-    assert '<th scope="row">Credited on this order so far</th>' in card
+    assert '<th scope="row">Credited on this order</th>' in card
     assert re.search(r"<td>[0-9,]+\.\d\d EUR</td>", card)
     assert "credited_on_order" not in card
     assert "Balance:" not in card
