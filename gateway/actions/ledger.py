@@ -6,6 +6,7 @@
     totals(...)     count by status (GROUP BY); amounts summed by status, kind and
                     currency, as each kind's contract computes them (`amount()` is
                     code, not a column), so only while the view is small enough to read
+                    (SUM_LIMIT), in one stream, a settled action's money kept by its id
     every(...)      all entries of the view in keyset batches, for exports
 
 An entry carries the action's input as stored (unmasked): callers mask it (`masked_input`)
@@ -303,7 +304,7 @@ def _money_of_row(row: Any, catalog: Catalog) -> Money | None:
     if row.status not in _FINAL_VALUES:
         return found
     if len(_money_seen) >= _MONEY_SEEN_MAX:
-        _money_seen.clear()  # crude, but bounded: a view this large is not summed anyway
+        _money_seen.clear()  # crude, but bounded; the next sums read them again
     _money_seen[row.id] = found
     return found
 
