@@ -514,3 +514,56 @@ async def test_a_storm_is_paced_per_receiver_and_nothing_is_lost(
         assert {n.status for n in slack} == {NotificationStatus.DELIVERED}
         assert time.monotonic() - started >= 2.0  # 25 at 5 a second: spread out
     assert len(inbox.hooks("slack")) == 25
+
+
+async def test_failed_actions_open_an_alert_to_the_owner_of_their_entity(
+    write_config: GatewayConfig, backend: Backend, inbox: InboxProcess
+) -> None:
+    acme = {"unreliable": {"implementation": "tests.acme.actions:Unreliable", "source": "erp"}}
+    config = notifying(write_config, inbox)
+    raw = config.model_dump(mode="json", by_alias=True, exclude={"base_dir"})
+    raw["actions"] = {**raw["actions"], **acme}
+    config = GatewayConfig.model_validate({**raw, "base_dir": config.base_dir})
+    async with running(config, backend) as services:
+        failed = await submit(
+            services, "item.unreliable", {"sku": "SKU-0003", "mode": "raise"}, principal="olivia"
+        )
+        assert failed.status is Status.FAILED
+        await services.notifier.watch()
+        await rounds(services)
+        async with services.engine.connect() as connection:
+            (alert,) = await listed(connection, status=AlertStatus.OPEN, limit=10)
+        assert (alert.kind, alert.subject) == ("actions.failed", "item.unreliable")
+        assert alert.owner == "Supply Chain <inventory@acme.example>"
+        assert alert.evidence["actions"] == 1
+        (mail,) = inbox.wait_for_messages(1)
+        assert "inventory@acme.example" in str(mail["to"])
+        assert mail["subject"] == "Alert: actions.failed item.unreliable"
+        assert "jane.doe" not in mail["text"]  # the implementation's words stay in the log
+
+
+async def test_reads_served_stale_past_their_limit_open_an_alert_that_clears(
+    write_config: GatewayConfig, backend: Backend, inbox: InboxProcess, own_crm: CrmProcess
+) -> None:
+    config = with_source(notifying(write_config, inbox), "crm", url=own_crm.url, timeout=0.5)
+    raw = config.model_dump(mode="json", by_alias=True, exclude={"base_dir"})
+    raw["entities"]["Customer"].update(warn_after=0.1, error_after=0.2, owner_contact=["operators"])
+    config = GatewayConfig.model_validate({**raw, "base_dir": config.base_dir})
+    async with running(config, backend) as services:
+        assert await services.reads.get("Customer", "C-00001") is not None
+        own_crm.stop()
+        await asyncio.sleep(0.3)
+        stale = await services.reads.get("Customer", "C-00001")  # the last good value
+        assert stale is not None
+        assert stale.freshness.error is not None
+        await services.notifier.watch()
+        async with services.engine.connect() as connection:
+            opened = {a.kind: a for a in await listed(connection, status=AlertStatus.OPEN, limit=9)}
+        assert set(opened) == {"entity.stale", "source.down"}
+        assert opened["entity.stale"].subject == "Customer"
+        assert opened["entity.stale"].evidence["records_served_stale"] == 1
+        own_crm.restart()
+        assert await services.reads.get("Customer", "C-00001", max_age=0) is not None
+        await services.notifier.watch()
+        async with services.engine.connect() as connection:
+            assert await listed(connection, status=AlertStatus.OPEN, limit=9) == []
