@@ -5,6 +5,8 @@
                                           identity the provider named; the reason; never the
                                           key, a code or a token
     throttled     console.sign_in_throttled  once per address per window, then nothing
+    started       single sign-ons started (each keeps a pending row) are limited per address
+                  too (`STARTS`), refused past it, not audited
 
 Failed sign-ins are counted per remote address (`FAILURES`, a sliding window in this process's
 memory, as gateway/rates.py counts operations). Past the limit an address's sign-ins are
@@ -31,6 +33,8 @@ from gateway.principals import Principal
 from gateway.telemetry import current_trace_id
 
 FAILURES = "10/minute"  # failed sign-ins one address may make
+# Single sign-ons one address may start: each keeps a pending row for minutes, unasked.
+STARTS = "30/minute"
 UNKNOWN = "unknown"  # the principal of a sign-in that named nobody we know
 
 
@@ -54,9 +58,10 @@ class Failure:
 class SignIns:
     """Audits sign-ins and throttles the failures of each address."""
 
-    def __init__(self, audit: AuditTrail, failures: str = FAILURES) -> None:
+    def __init__(self, audit: AuditTrail, failures: str = FAILURES, starts: str = STARTS) -> None:
         self._audit = audit
         self._item: RateLimitItem = parse(failures)
+        self._starts: RateLimitItem = parse(starts)
         self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         # The addresses whose throttling this window was audited (bounded, so that a
         # thousand addresses cannot grow it without end).
@@ -73,6 +78,15 @@ class SignIns:
             self._told[address] = True
             await self._audit.append(_event(request, "console.sign_in_throttled", None, {}))
         return wait
+
+    async def start(self, request: Request) -> int | None:
+        """Count a single sign-on started from this address; seconds to wait when too many
+        (not audited: nobody has claimed to be anyone yet)."""
+        address = remote_address(request)
+        if await self._limiter.hit(self._starts, address):
+            return None
+        stats = await self._limiter.get_window_stats(self._starts, address)
+        return max(1, math.ceil(stats.reset_time - time.time()))
 
     async def failed(self, request: Request, failure: Failure) -> None:
         """Count the failure against the address, and audit it."""

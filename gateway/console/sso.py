@@ -79,6 +79,10 @@ def router() -> APIRouter:
 async def start(request: Request, services: ServicesDep) -> Response:
     """Off to the provider, with a fresh state, nonce and PKCE challenge."""
     client = _client(services)
+    if (wait := await services.sign_ins.start(request)) is not None:
+        raise Refused(
+            429, "Not signed in", f"Too many sign-ins started; try again in {wait} seconds.", None
+        )
     target = safe_next(request.query_params.get("next"))
     redirect_uri = client.config.redirect_uri or _own_callback(request)
     try:

@@ -341,6 +341,14 @@ def test_failed_sign_ins_are_throttled_per_address_and_audited_once(sso: Sso) ->
     assert len(sso.events("console.sign_in_throttled")) >= 1
 
 
+def test_sso_starts_are_limited_per_address(sso: Sso) -> None:
+    with sso.browser() as client:
+        started = [
+            client.get(f"{sso.console.url}/console/login/sso").status_code for _ in range(32)
+        ]
+    assert started == [303] * 30 + [429] * 2
+
+
 def test_sso_leaves_no_secret_in_logs_or_trail(sso: Sso, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     issued_before = len(sso.provider.issued)
