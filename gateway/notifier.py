@@ -31,6 +31,7 @@ log = logging.getLogger("gatehouse.notifications")
 
 ALERT_EVERY = 15.0  # seconds between looks at the alert conditions and expiring approvals
 EMAIL_RATE = "120/minute"  # people's own addresses, through the one mail server
+COALESCE = 0.05  # seconds a woken round waits for the writes right behind the first
 
 
 class Notifier:
@@ -114,6 +115,8 @@ class Notifier:
                 await _logged(self.watch, "alerts round")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), timeout=self._every)
+                # A burst of writes is told in one round, not one round per write.
+                await asyncio.sleep(COALESCE)
 
     async def close(self) -> None:
         """Release the HTTP client and the alerts' lead."""

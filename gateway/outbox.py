@@ -131,6 +131,22 @@ async def owe(connection: AsyncConnection, owed: Sequence[Owed], now: datetime) 
     return len(result.all())
 
 
+def _due(now: datetime) -> Any:
+    """PENDING whose time has come, or SENDING whose sender's lease lapsed."""
+    return or_(
+        (notifications.c.status == NotificationStatus.PENDING.value)
+        & (notifications.c.next_attempt_at <= now),
+        (notifications.c.status == NotificationStatus.SENDING.value)
+        & (notifications.c.lease_until < now),
+    )
+
+
+async def any_due(connection: AsyncConnection, now: datetime) -> bool:
+    """Whether a claim would find work: a read, so an idle sender takes no write lock."""
+    found = await connection.execute(select(notifications.c.id).where(_due(now)).limit(1))
+    return found.first() is not None
+
+
 async def claim(
     connection: AsyncConnection, now: datetime, *, lease: float, limit: int
 ) -> list[Notification]:
@@ -141,14 +157,7 @@ async def claim(
     """
     due = (
         select(notifications.c.id)
-        .where(
-            or_(
-                (notifications.c.status == NotificationStatus.PENDING.value)
-                & (notifications.c.next_attempt_at <= now),
-                (notifications.c.status == NotificationStatus.SENDING.value)
-                & (notifications.c.lease_until < now),
-            )
-        )
+        .where(_due(now))
         .order_by(notifications.c.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -64,6 +64,9 @@ class Sender:
 
     async def deliver_due(self) -> int:
         """One round: claim, send, record. How many were delivered."""
+        async with self._engine.connect() as connection:
+            if not await outbox.any_due(connection, self._clock()):
+                return 0
         async with self._engine.begin() as connection:
             claimed = await outbox.claim(connection, self._clock(), lease=self._lease, limit=BATCH)
             disabled = await _disabled(connection)
