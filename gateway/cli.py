@@ -24,7 +24,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway import checkpoints
+from gateway import checkpoints, ledger_report
 from gateway.app import build_services, create_app, start
 from gateway.audit import AuditTrail, Verification, export_event
 from gateway.checkpoints import (
@@ -322,6 +322,12 @@ def _add_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("--action", dest="action_kind", help="only this action kind")
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")
     export.set_defaults(run=_audit_export)
+
+    rows = steps.add_parser(
+        "ledger", parents=[database], help="write the action ledger (a row per action)"
+    )
+    ledger_report.add_arguments(rows)
+    rows.set_defaults(run=ledger_report.run)
 
     checkpoint = steps.add_parser(
         "checkpoint",

@@ -8,6 +8,7 @@
                     code, not a column), so only while the view is small enough to read
                     (SUM_LIMIT), in one stream, a settled action's money kept by its id
     every(...)      all entries of the view in keyset batches, for exports
+    record(entry), written(records, fmt)     an export's records, as JSONL or CSV
 
 An entry carries the action's input as stored (unmasked): callers mask it (`masked_input`)
 before it is shown or written anywhere.
@@ -15,6 +16,8 @@ before it is shown or written anywhere.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from collections import Counter, defaultdict
@@ -29,6 +32,7 @@ from sqlalchemy import ColumnElement, bindparam, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.actions.store import FINAL, Approval, Status
+from gateway.audit import ExportFormat, canonical_json
 from gateway.catalog import Catalog
 from gateway.database import actions, approvals
 
@@ -421,3 +425,93 @@ def _key(cursor: Cursor) -> Any:
 def _utc(value: datetime) -> datetime:
     # SQLite hands back the naive UTC wall time that was stored; PostgreSQL an aware one.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# ---- exports ------------------------------------------------------------------------------
+
+# What one export line or CSV row holds, in this order.
+LEDGER_COLUMNS = (
+    "action_id",
+    "requested_at",
+    "kind",
+    "requester",
+    "on_behalf_of",
+    "channel",
+    "target",
+    "amount",
+    "currency",
+    "decision",
+    "rule",
+    "reason",
+    "approvals_required",
+    "approvals",
+    "status",
+    "settled_at",
+    "last_change_at",
+    "expires_at",
+    "trace_id",
+    "input",
+)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def record(entry: Entry, catalog: Catalog) -> dict[str, Any]:
+    """One action as an export holds it: JSON values, personal data masked."""
+    money = money_of(entry, catalog)
+    return {
+        "action_id": entry.id,
+        "requested_at": entry.created_at.isoformat(),
+        "kind": entry.kind,
+        "requester": entry.principal,
+        "on_behalf_of": entry.on_behalf_of,
+        "channel": entry.channel,
+        "target": entry.target,
+        "amount": None if money is None else str(money.amount),
+        "currency": None if money is None else money.currency,
+        "decision": entry.decision,
+        "rule": entry.rule,
+        "reason": entry.reason,
+        "approvals_required": entry.approvals_required,
+        "approvals": [
+            {
+                "approver": verdict.approver,
+                "verdict": verdict.verdict,
+                "comment": verdict.comment,
+                "at": verdict.at.isoformat(),
+                "counts": entry.counts(verdict),
+            }
+            for verdict in entry.approvals
+        ],
+        "status": entry.status.value,
+        "settled_at": None if entry.settled_at is None else entry.settled_at.isoformat(),
+        "last_change_at": entry.updated_at.isoformat(),
+        "expires_at": None if entry.expires_at is None else entry.expires_at.isoformat(),
+        "trace_id": entry.trace_id,
+        "input": masked_input(entry, catalog),
+    }
+
+
+def written(records: list[dict[str, Any]], fmt: ExportFormat) -> str:
+    """Records as a JSONL text, or a CSV text with a header row."""
+    out = io.StringIO()
+    if fmt == "jsonl":
+        for values in records:
+            print(canonical_json(values), file=out)
+        return out.getvalue()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(LEDGER_COLUMNS)
+    for values in records:
+        writer.writerow([_cell(values[name]) for name in LEDGER_COLUMNS])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    # Lists and objects (approvals, input) as JSON in one cell; nothing as an empty cell.
+    if value is None:
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = str(value)
+    # A spreadsheet runs a cell that starts like a formula; targets and comments are typed
+    # by agents and people, so such a cell is opened as text (OWASP's CSV injection advice).
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text

@@ -14,9 +14,6 @@ them with personal data masked, whatever the reader is granted.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Annotated, Any
@@ -27,7 +24,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from gateway.actions import ledger
 from gateway.actions.ledger import BadCursor, Cursor, Entry
 from gateway.actions.store import Status
-from gateway.audit import ExportFormat, canonical_json
+from gateway.audit import ExportFormat
 from gateway.catalog import Catalog
 from gateway.console.access import Page, Viewer, names
 from gateway.console.pages import ConsoleRoute, Refused, render
@@ -37,30 +34,6 @@ from gateway.services import Services
 
 PAGE_SIZE = 50
 LedgerDep = Annotated[Viewer, Depends(allowed(Page.LEDGER))]  # the audit page's rule
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-# What one export line or CSV row holds, in this order.
-LEDGER_COLUMNS = (
-    "action_id",
-    "requested_at",
-    "kind",
-    "requester",
-    "on_behalf_of",
-    "channel",
-    "target",
-    "amount",
-    "currency",
-    "decision",
-    "rule",
-    "reason",
-    "approvals_required",
-    "approvals",
-    "status",
-    "settled_at",
-    "last_change_at",
-    "expires_at",
-    "trace_id",
-    "input",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,69 +183,10 @@ async def export(
         query = filters.ledger_query()
     except BadFilter as bad:
         raise Refused(400, "Cannot download this view", str(bad), viewer) from bad
-    records = [record(e, services.catalog) async for e in ledger.every(services.engine, query)]
+    records = [
+        ledger.record(e, services.catalog) async for e in ledger.every(services.engine, query)
+    ]
     await record_export(
         services, viewer, what="ledger", fmt=fmt, filters=filters.chosen(), rows=len(records)
     )
-    return download(_written(records, fmt), fmt, "ledger")
-
-
-def record(entry: Entry, catalog: Catalog) -> dict[str, Any]:
-    """One action as an export holds it: JSON values, personal data masked."""
-    money = ledger.money_of(entry, catalog)
-    return {
-        "action_id": entry.id,
-        "requested_at": entry.created_at.isoformat(),
-        "kind": entry.kind,
-        "requester": entry.principal,
-        "on_behalf_of": entry.on_behalf_of,
-        "channel": entry.channel,
-        "target": entry.target,
-        "amount": None if money is None else str(money.amount),
-        "currency": None if money is None else money.currency,
-        "decision": entry.decision,
-        "rule": entry.rule,
-        "reason": entry.reason,
-        "approvals_required": entry.approvals_required,
-        "approvals": [
-            {
-                "approver": verdict.approver,
-                "verdict": verdict.verdict,
-                "comment": verdict.comment,
-                "at": verdict.at.isoformat(),
-                "counts": entry.counts(verdict),
-            }
-            for verdict in entry.approvals
-        ],
-        "status": entry.status.value,
-        "settled_at": None if entry.settled_at is None else entry.settled_at.isoformat(),
-        "last_change_at": entry.updated_at.isoformat(),
-        "expires_at": None if entry.expires_at is None else entry.expires_at.isoformat(),
-        "trace_id": entry.trace_id,
-        "input": ledger.masked_input(entry, catalog),
-    }
-
-
-def _written(records: list[dict[str, Any]], fmt: ExportFormat) -> str:
-    out = io.StringIO()
-    if fmt == "jsonl":
-        for values in records:
-            print(canonical_json(values), file=out)
-        return out.getvalue()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(LEDGER_COLUMNS)
-    for values in records:
-        writer.writerow([_cell(values[name]) for name in LEDGER_COLUMNS])
-    return out.getvalue()
-
-
-def _cell(value: Any) -> str:
-    # Lists and objects (approvals, input) as JSON in one cell; nothing as an empty cell.
-    if value is None:
-        return ""
-    if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    text = str(value)
-    # A spreadsheet runs a cell that starts like a formula; targets and comments are typed
-    # by agents and people, so such a cell is opened as text (OWASP's CSV injection advice).
-    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+    return download(ledger.written(records, fmt), fmt, "ledger")

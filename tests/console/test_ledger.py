@@ -8,17 +8,21 @@ import html
 import io
 import json
 import re
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway.actions.ledger import Cursor, Entry, Money, money_of
+from gateway.actions.ledger import LEDGER_COLUMNS, Cursor, Entry, Money, money_of, written
 from gateway.actions.store import Status
 from gateway.console import ledger
+from gateway.demo import CONFIG_TEMPLATE, DemoEstate
 from gateway.services import Services
 from tests.console.flows import Console, csrf_token
 
@@ -264,7 +268,7 @@ def test_ledger_export_csv_has_a_row_per_action_with_approvals(
     console: Console, actions: dict[str, str]
 ) -> None:
     rows = list(csv.DictReader(io.StringIO(_export(console, "format=csv"))))
-    assert tuple(rows[0]) == ledger.LEDGER_COLUMNS
+    assert tuple(rows[0]) == LEDGER_COLUMNS
     assert len(rows) == console.sql("SELECT count(*) FROM actions")[0][0]
     credit = next(r for r in rows if r["action_id"] == actions["credit"])
     assert (credit["amount"], credit["status"], credit["requester"]) == (
@@ -334,12 +338,65 @@ def test_ledger_and_export_never_show_personal_data(
 @pytest.mark.parametrize("text", ['=HYPERLINK("http://x.example")', "+1", "-1", "@SUM(A1)"])
 def test_ledger_csv_cell_that_starts_like_a_formula_is_opened_as_text(text: str) -> None:
     # Targets and texts come from agents: a spreadsheet must not run one as a formula.
-    record = dict.fromkeys(ledger.LEDGER_COLUMNS, None) | {"target": text, "approvals": []}
-    csv_text = ledger._written([record], "csv")
+    record = dict.fromkeys(LEDGER_COLUMNS, None) | {"target": text, "approvals": []}
+    csv_text = written([record], "csv")
     (row,) = list(csv.DictReader(io.StringIO(csv_text)))
     assert row["target"] == f"'{text}"
     assert row["approvals"] == "[]"
-    assert json.loads(ledger._written([record], "jsonl"))["target"] == text  # JSON as it is
+    assert json.loads(written([record], "jsonl"))["target"] == text  # JSON as it is
+
+
+def _cli(estate: DemoEstate, console: Console, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "audit", "ledger", "--config", str(CONFIG_TEMPLATE),
+         "--database-url", f"sqlite+aiosqlite:///{console.database}", *args],
+        env={**estate.environ(), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_cli_ledger_writes_the_rows_the_console_downloads_and_is_audited(
+    console: Console, actions: dict[str, str], estate: DemoEstate
+) -> None:
+    downloaded = _export(console, "format=jsonl&who=restock-bot")
+    done = _cli(estate, console, "--format", "jsonl", "--who", "restock-bot")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == downloaded
+    assert done.stderr.strip() == f"gatehouse: exported {len(downloaded.splitlines())} actions"
+    (channel, payload) = console.sql(
+        "SELECT channel, payload FROM audit_events WHERE event = 'audit.exported' "
+        "ORDER BY seq DESC LIMIT 1"
+    )[0]
+    recorded = json.loads(payload)
+    assert (channel, recorded["export"], recorded["filters"]) == (
+        "cli",
+        "ledger",
+        {"who": "restock-bot"},
+    )
+    assert recorded["rows"] == len(downloaded.splitlines())
+
+
+def test_cli_ledger_bad_date_exit_2_one_line(console: Console, estate: DemoEstate) -> None:
+    done = _cli(estate, console, "--format", "csv", "--since", "last week")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "gatehouse: --since: 'last week' is not an ISO 8601 date or time"
+    ]
+
+
+def test_cli_ledger_missing_database_file_exit_2_creates_nothing(
+    estate: DemoEstate, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "audit", "ledger", "--format", "csv",
+         "--config", str(CONFIG_TEMPLATE), "--database-url", f"sqlite+aiosqlite:///{missing}"],
+        env={**estate.environ(), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"gatehouse: no database file at {missing}"
+    assert not missing.exists()
 
 
 @pytest.mark.parametrize("principal", ["finn", "olivia", "sam"])
