@@ -160,7 +160,9 @@ def test_browser_sources_page_reads_well(
     expect(page).to_have_url(f"{console.url}/console/sources")
     page.get_by_role("button", name="Check every system now").click()
     expect(page.get_by_text("Checked just now.")).to_be_visible()
-    expect(page.locator("article.system .badge.good")).to_have_count(2)
+    systems = page.locator("article.system").count()
+    assert systems >= 2  # the ERP and the CRM, and any other configured system
+    expect(page.locator("article.system .badge.good")).to_have_count(systems)
     page.screenshot(path=screenshots / "sources.png", full_page=True)
 
 
