@@ -30,6 +30,7 @@ from gateway.config import GatewayConfig, load_config
 from gateway.connectors import build_connectors
 from gateway.console import console_router
 from gateway.database import create_engine, create_schema
+from gateway.drift import sweep_if_due
 from gateway.errors import Unauthenticated
 from gateway.execution import Execution
 from gateway.graphql.context import Context
@@ -204,6 +205,13 @@ def _chores(services: Services) -> list[Callable[[], Awaitable[object]]]:
             publish_worker_gauges(services)
 
         chores.append(publish_metrics)
+    if (every := services.config.drift.every) is not None:
+        # Copies compared with their systems of record when due, by one replica at a time.
+
+        async def drift_sweep() -> None:
+            await sweep_if_due(services, every=every)
+
+        chores.append(drift_sweep)
     return chores
 
 

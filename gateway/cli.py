@@ -39,6 +39,7 @@ from gateway.config import load_config
 from gateway.database import SchemaOutdated, create_engine, create_schema
 from gateway.demo import Estate, running_estate, write_keys_file
 from gateway.demo.tryton import running_tryton_estate
+from gateway.drift_report import run_drift
 from gateway.errors import ConfigError, InvalidArgument, Unauthenticated
 from gateway.logs import configure_logging
 from gateway.mcp import run_stdio
@@ -102,11 +103,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     _add_audit(commands)
     _add_policy(commands)
+    _add_drift(commands)
 
     mcp = commands.add_parser("mcp", help="serve MCP over stdio as $GATEHOUSE_API_KEY's agent")
     mcp.add_argument("--config", type=Path, help="TOML file (default: $GATEHOUSE_CONFIG)")
     mcp.set_defaults(run=_mcp)
     return parser
+
+
+def _add_drift(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    drift = commands.add_parser(
+        "drift",
+        help="compare every declared copy of a field with its system of record "
+        "(exit 0 in sync, 1 drift, 2 usage, 3 a copy unreadable)",
+    )
+    drift.add_argument("--config", type=Path, help="TOML file (default: $GATEHOUSE_CONFIG)")
+    drift.add_argument("--entity", action="append", help="only this entity's copies (repeatable)")
+    drift.set_defaults(run=run_drift)
 
 
 def _add_policy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

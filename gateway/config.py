@@ -119,6 +119,50 @@ class TrytonModel(Strict):
     domain: list[Any] = []  # a Tryton domain, e.g. [["code", "!=", null]]
 
 
+class CopyHttp(Strict):
+    """Where an http source serves a copy: one record by key, and the whole copy in pages
+    (`list`, asked with limit and offset, its records under `items`, `total` their count)."""
+
+    one: str
+    list: str
+    items: str = "data"
+    page_size: int = Field(default=500, ge=1, le=5000)
+
+
+class CopyRepair(Strict):
+    """The governed action a person may submit to set a drifting copy to the record's value:
+    its kind, and the input fields taking the record's key and value."""
+
+    action: str  # e.g. storefront.sync_stock
+    key: str
+    value: str
+
+
+class CopyConfig(Strict):
+    """A copy of one contract field held in another system (gateway/drift.py compares them).
+
+    The system of record stays authoritative; a difference beyond `tolerance` that lasts
+    longer than `delay` is drift.
+    """
+
+    source: str  # the configured source holding the copy (http or sql)
+    field: str  # the contract's field: `email`, or a child's as `levels.available`
+    where: dict[str, str | int | bool] = {}  # a child field: which child row (location = ...)
+    key: str | None = None  # where the copy holds the record's key; the entity's key by default
+    value: str | None = None  # where it holds the value; the field's own name by default
+    updated_at: str | None = None  # where it holds its last-modified time, if it keeps one
+    scale: int | None = Field(default=None, ge=0, le=12)  # the copy's scale, if not the field's
+    http: CopyHttp | None = None  # an http source: the copy's endpoints
+    table: str | None = None  # a sql source: the table or view holding the copy
+    tolerance: Decimal = Field(default=Decimal(0), ge=0)  # numbers: the difference allowed
+    delay: Seconds = 0.0  # how long a difference may last before it is drift
+    # A datetime field of the contract saying when the record last changed: a difference older
+    # than `delay` since then is drift at once. The entity's updated_at for a plain field.
+    record_updated_at: str | None = None
+    repair: CopyRepair | None = None  # offered on the console's drift page, never run by itself
+    description: str = ""
+
+
 class EntityConfig(Strict):
     """An entity, its system of record, mapping and data contract."""
 
@@ -141,6 +185,7 @@ class EntityConfig(Strict):
     tryton: TrytonModel | None = None
     fields: dict[str, FieldConfig]
     children: dict[str, ChildConfig] = {}
+    copies: dict[str, CopyConfig] = {}  # copies of its fields held in other systems
 
     @model_validator(mode="after")
     def _check(self) -> EntityConfig:
@@ -162,6 +207,54 @@ class EntityConfig(Strict):
         for child_name, child in self.children.items():
             fields += [(f"{child_name}.{name}", field) for name, field in child.fields.items()]
         return fields
+
+
+class DriftConfig(Strict):
+    """The periodic drift sweep over every declared copy (gateway/drift.py); off unless set."""
+
+    every: Seconds | None = None
+
+
+def check_copies(entity_name: str, entity: EntityConfig, sources: dict[str, SourceConfig]) -> None:
+    """Each copy names a readable source, one of the contract's fields, and for a child's
+    field the one child row it copies; raise ValueError naming the key otherwise."""
+    fields = dict(entity.all_fields())
+    for name, copy in entity.copies.items():
+        at = f"entities.{entity_name}.copies.{name}"
+        _check_copy_source(at, copy, sources)
+        if copy.field not in fields:
+            raise ValueError(f"{at}.field: '{copy.field}' is not one of {entity_name}'s fields")
+        _check_copy_row(at, copy, entity)
+        if copy.tolerance and fields[copy.field].type not in ("int", "decimal"):
+            raise ValueError(f"{at}.tolerance: only an int or decimal field allows a difference")
+        stamp = copy.record_updated_at
+        if stamp is not None and (stamp not in fields or fields[stamp].type != "datetime"):
+            raise ValueError(f"{at}.record_updated_at: '{stamp}' is not a datetime field")
+
+
+def _check_copy_source(at: str, copy: CopyConfig, sources: dict[str, SourceConfig]) -> None:
+    if copy.source not in sources:
+        raise ValueError(f"{at}.source: no source named '{copy.source}'")
+    kind = sources[copy.source].kind
+    if kind == "tryton":
+        raise ValueError(f"{at}.source: a copy is read from an http or sql source")
+    if kind == "http" and copy.http is None:
+        raise ValueError(f"{at}.http: required for a copy held by an http source")
+    if kind == "sql" and not copy.table:
+        raise ValueError(f"{at}.table: required for a copy held by a sql source")
+
+
+def _check_copy_row(at: str, copy: CopyConfig, entity: EntityConfig) -> None:
+    child, _, _ = copy.field.rpartition(".")
+    if not child:
+        if copy.where:
+            raise ValueError(f"{at}.where: only a child's field is picked by its row")
+        return
+    if not copy.where:
+        raise ValueError(f"{at}.where: required for a child's field (which {child} row?)")
+    for name in copy.where:
+        if name not in entity.children[child].fields:
+            raise ValueError(f"{at}.where: '{name}' is not a field of {child}")
 
 
 class BreakerConfig(Strict):
@@ -527,6 +620,7 @@ class GatewayConfig(Strict):
     sources: dict[str, SourceConfig]
     entities: dict[str, EntityConfig]
     actions: dict[str, ActionConfig] = {}
+    drift: DriftConfig = DriftConfig()
     principals: dict[str, PrincipalConfig] = {}
     auth: AuthConfig = AuthConfig()
     policy: PolicyConfig = PolicyConfig()
@@ -577,6 +671,7 @@ def _check_entity(name: str, entity: EntityConfig, sources: dict[str, SourceConf
                 f"field ('{entity.source}' serves this entity, the field names "
                 f"'{field.system}'); a field has exactly one system of record"
             )
+    check_copies(name, entity, sources)
 
 
 def _check_principal(

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 
 from gateway.config import ChildConfig, EntityConfig, FieldConfig, GatewayConfig, SourceConfig
+from gateway.copies import copy_mappings, narrowed_entities
 from gateway.errors import ConfigError
 from sources.breaker import Breaker
 from sources.connector import Connector
@@ -27,7 +28,22 @@ def build_connectors(
         connectors[name] = _connector(
             name, source, owned, os.environ if environ is None else environ
         )
+        _map_copies(connectors[name], config, name)
     return connectors
+
+
+def _map_copies(connector: Connector, config: GatewayConfig, source: str) -> None:
+    # Copies (gateway/copies.py) are read through the connector of the system holding them,
+    # so they share its pool, timeout and breaker; they are mapped, never served as entities.
+    # So are the entities they copy, narrowed to what comparing them reads.
+    held, records = copy_mappings(config, source), narrowed_entities(config, source)
+    if isinstance(connector, HttpConnector):
+        narrow = [_http_entity(name, entity) for name, entity in records]
+        connector.map_copies([*(c for c in held if isinstance(c, HttpEntity)), *narrow])
+    elif isinstance(connector, SqlConnector):
+        schema = config.sources[source].db_schema
+        rows = [_sql_entity(name, entity, schema) for name, entity in records]
+        connector.map_copies([*(c for c in held if isinstance(c, SqlEntity)), *rows])
 
 
 def _connector(

@@ -11,8 +11,10 @@ import hashlib
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -209,6 +211,58 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+# Drift (gateway/drift.py): the latest state of each record's copy that is not in sync (a
+# record found in sync again is deleted), and of each copy as a whole at its last sweep.
+# A pii field's values are never stored: `masked` says they were withheld.
+drift_findings = Table(
+    "drift_findings",
+    metadata,
+    Column("entity", String(64), nullable=False),
+    Column("copy", String(64), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("field", String(120), nullable=False),
+    Column("status", String(10), nullable=False),  # DRIFT | LAGGING | UNKNOWN
+    Column("record_value", Text),
+    Column("copy_value", Text),
+    Column("masked", Boolean, nullable=False),
+    Column("record_updated_at", DateTime(timezone=True)),
+    Column("copy_updated_at", DateTime(timezone=True)),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("error", Text),
+    PrimaryKeyConstraint("entity", "copy", "key"),
+)
+Index("ix_drift_findings_status", drift_findings.c.status)
+
+drift_copies = Table(
+    "drift_copies",
+    metadata,
+    Column("entity", String(64), nullable=False),
+    Column("copy", String(64), nullable=False),
+    Column("field", String(120), nullable=False),
+    Column("owner", String(200), nullable=False),  # the contract's owner, told of drift
+    Column("authority", String(64), nullable=False),  # the system of record's source
+    Column("holder", String(64), nullable=False),  # the source holding the copy
+    Column("status", String(10), nullable=False),  # IN_SYNC | DRIFT | UNKNOWN
+    Column("checked", Integer, nullable=False),  # records compared at the last sweep
+    Column("drifting", Integer, nullable=False),
+    Column("lagging", Integer, nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),  # in this status since
+    Column("seconds", Float, nullable=False),  # how long reading and comparing took
+    Column("error", Text),  # why it could not be read (UNKNOWN): the source's public words
+    PrimaryKeyConstraint("entity", "copy"),
+)
+
+# One row: which process runs the periodic sweep now, and when the next one is due.
+drift_sweeps = Table(
+    "drift_sweeps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("lease_until", DateTime(timezone=True)),
 )
 
 GENESIS_HASH = "0" * 64

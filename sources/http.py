@@ -82,13 +82,25 @@ class HttpConnector:
         self.timeout = timeout
         self.stats = SourceStats(breaker=breaker or Breaker())
         self._entities = {entity.name: entity for entity in entities}
+        self._copies: set[str] = set()
         self.client = httpx.AsyncClient(
             base_url=url, timeout=timeout, headers=dict(headers or {}), transport=transport
         )
 
     def entities(self) -> Sequence[str]:
         """The entities this connector is mapped to."""
-        return list(self._entities)
+        return [name for name in self._entities if name not in self._copies]
+
+    def map_copies(self, copies: Iterable[HttpEntity]) -> None:
+        """Map copies of fields whose system of record is elsewhere: read like entities
+        (`page`, `read_many`), not listed as entities of this system."""
+        for mapping in copies:
+            self._entities[mapping.name] = mapping
+            self._copies.add(mapping.name)
+
+    def copies(self) -> Sequence[str]:
+        """The names of the copies mapped on this connector."""
+        return sorted(self._copies)
 
     async def read(self, entity: str, key: str) -> Record | None:
         """One record by key, or None on 404."""

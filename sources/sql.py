@@ -105,6 +105,7 @@ class SqlConnector:
         self.schema = schema
         self.stats = SourceStats(breaker=breaker or Breaker())
         self._entities = {entity.name: entity for entity in entities}
+        self._copies: set[str] = set()
         for entity in self._entities.values():
             if len(entity.children) > 1:
                 raise ValueError(f"{entity.name}: a SQL entity maps at most one child list")
@@ -119,7 +120,18 @@ class SqlConnector:
 
     def entities(self) -> Sequence[str]:
         """The entities this connector is mapped to."""
-        return list(self._entities)
+        return [name for name in self._entities if name not in self._copies]
+
+    def map_copies(self, copies: Iterable[SqlEntity]) -> None:
+        """Map copies of fields whose system of record is elsewhere: read like entities
+        (`page`, `read_many`), not listed as entities of this system."""
+        for mapping in copies:
+            self._entities[mapping.name] = mapping
+            self._copies.add(mapping.name)
+
+    def copies(self) -> Sequence[str]:
+        """The names of the copies mapped on this connector."""
+        return sorted(self._copies)
 
     async def read(self, entity: str, key: str) -> Record | None:
         """One record by key, or None."""

@@ -5,6 +5,7 @@
     ledger     as audit: the trail's actions, one row each
     in-doubt   a human whom policy lets `resolve` some kind of action (the operator role)
     sources    policy lets them `read` at least one entity
+    drift      as sources; each entity's copies shown to those who may read it
     alerts     policy lets them `inspect` `alerts` (operators): owner alerts, failed deliveries
     an action  approvals or audit, or they requested it (or own the agent that did); an
                action in doubt, to those who may open in-doubt
@@ -31,6 +32,7 @@ class Page(StrEnum):
     APPROVALS = "approvals"
     AUDIT = "audit"
     SOURCES = "sources"
+    DRIFT = "drift"
     LEDGER = "ledger"
     IN_DOUBT = "in-doubt"
     ALERTS = "alerts"
@@ -62,7 +64,7 @@ def pages_for(principal: Principal, services: Services) -> frozenset[Page]:
     if policy.decide(principal, "audit", "read").allowed:
         granted |= {Page.AUDIT, Page.LEDGER}
     if any(policy.can_read(principal, entity) for entity in services.config.entities):
-        granted.add(Page.SOURCES)
+        granted |= {Page.SOURCES, Page.DRIFT}
     if policy.decide(principal, "alerts", "inspect").allowed:
         granted.add(Page.ALERTS)
     return frozenset(granted)

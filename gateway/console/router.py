@@ -6,7 +6,18 @@ from importlib.resources import files
 
 from fastapi import APIRouter, Request, Response
 
-from gateway.console import alerts, doubts, history, inbox, ledger, signin, sso, systems, trail
+from gateway.console import (
+    alerts,
+    doubts,
+    drift,
+    history,
+    inbox,
+    ledger,
+    signin,
+    sso,
+    systems,
+    trail,
+)
 from gateway.console.access import Page, Viewer
 from gateway.console.pages import (
     NOT_FOUND,
@@ -28,7 +39,7 @@ def console_router() -> APIRouter:
     routes = APIRouter(route_class=ConsoleRoute)
     routes.add_api_route("/", home, methods=["GET"], include_in_schema=False)
     routes.add_api_route("/console.css", stylesheet, methods=["GET"], include_in_schema=False)
-    for part in (signin, sso, inbox, doubts, history, trail, ledger, systems, alerts):
+    for part in (signin, sso, inbox, doubts, history, trail, ledger, systems, drift, alerts):
         routes.include_router(part.router())
     # Last: any other address under /console is a page saying so, not FastAPI's JSON.
     routes.add_api_route("/{rest:path}", unknown, methods=["GET", "POST"], include_in_schema=False)

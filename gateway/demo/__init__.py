@@ -3,6 +3,7 @@
 demo (default)
   ERP   a SQL database (SQLite file by default), seeded with the order-to-cash estate
   CRM   an HTTP JSON service in its own process, on a free loopback port
+  Storefront  an HTTP JSON service in its own process holding a copy of stock (drift checks)
 tryton (gateway/demo/tryton.py)
   ERP   Tryton serving a copy of a seeded SQLite database, in its own process
 keys  a fresh API key per demo principal, printed once; only hashes reach the config
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway.demo.notify import Mailroom
 from sources.demo import CrmProcess, build_estate, create_erp, seed_crm
+from sources.demo.process import StorefrontProcess
+from sources.demo.storefront_store import seed_storefront
 
 if TYPE_CHECKING:  # imported where used: the inbox process (a module of this package) starts
     # without the gateway's configuration and principals, which take seconds to import
@@ -28,6 +31,7 @@ if TYPE_CHECKING:  # imported where used: the inbox process (a module of this pa
 
 CONFIG_TEMPLATE = Path(__file__).with_name("gatehouse.toml")
 TRYTON_CONFIG_TEMPLATE = Path(__file__).with_name("tryton.toml")
+_NOWHERE = "http://127.0.0.1:9"  # the discard port: nothing answers
 PRINCIPALS = ("olivia", "finn", "carla", "sam", "storefront", "restock-bot", "support-bot")
 
 
@@ -71,17 +75,21 @@ class DemoEstate:
     keys: dict[str, str]
     state_dir: Path
     template: Path = CONFIG_TEMPLATE
+    storefront: StorefrontProcess | None = None  # its copy of stock drifts from the ERP's
     mailroom: Mailroom = field(default_factory=Mailroom)  # where notifications land
 
     def systems(self) -> dict[str, str]:
-        """The ERP's database, the CRM's URL and the inbox's."""
+        """The ERP's database, and the CRM's, the storefront's and the inbox's URLs."""
+        storefront = {"Storefront": self.storefront.url} if self.storefront else {}
         inbox = self.mailroom.inbox
         mail = {"Inbox": f"{inbox.url}   (e-mail and webhooks sent)"} if inbox else {}
-        return {"ERP": self.erp_url, "CRM": self.crm.url, **mail}
+        return {"ERP": self.erp_url, "CRM": self.crm.url, **storefront, **mail}
 
     def environ(self) -> dict[str, str]:
         """The GATEHOUSE_* variables the demo configuration refers to."""
         urls = {"GATEHOUSE_ERP_URL": self.erp_url, "GATEHOUSE_CRM_URL": self.crm.url}
+        # Without a storefront (an estate built by hand) its copy is read where none listens.
+        urls["GATEHOUSE_STOREFRONT_URL"] = self.storefront.url if self.storefront else _NOWHERE
         return {**urls, **self.mailroom.environ(), **key_hashes(self.keys)}
 
     def config(self) -> GatewayConfig:
@@ -121,11 +129,18 @@ def running_estate(state_dir: Path, *, erp_url: str | None = None) -> Iterator[D
     asyncio.run(create_erp(erp_url, estate))
     seed_crm(state_dir / "crm.db", estate)
     crm = CrmProcess.start(state_dir / "crm.db")
+    seed_storefront(state_dir / "storefront.db", estate)
     mailroom = Mailroom.start(state_dir / "inbox")
     try:
-        yield DemoEstate(
-            erp_url=erp_url, crm=crm, keys=new_keys(), state_dir=state_dir, mailroom=mailroom
-        )
+        with StorefrontProcess.start(state_dir / "storefront.db") as storefront:
+            yield DemoEstate(
+                erp_url=erp_url,
+                crm=crm,
+                keys=new_keys(),
+                state_dir=state_dir,
+                storefront=storefront,
+                mailroom=mailroom,
+            )
     finally:
         mailroom.stop()
         crm.stop()

@@ -16,6 +16,7 @@ from strawberry.types import ExecutionContext
 
 from gateway.config import GraphQLConfig, LimitsConfig
 from gateway.errors import GatehouseError
+from gateway.graphql.drift import DriftQueries
 from gateway.graphql.extensions import (
     AgentReadAudit,
     ClassifiedFields,
@@ -31,7 +32,7 @@ from gateway.graphql.owners import OwnerQueries
 from gateway.graphql.queries import Query as ReadQueries
 from sources.actions import ActionKind
 
-Query = merge_types("Query", (ReadQueries, ActionQueries, OwnerQueries))
+Query = merge_types("Query", (ReadQueries, ActionQueries, DriftQueries, OwnerQueries))
 
 log = logging.getLogger("gatehouse.graphql")
 # graphql-core appends its suggestions to the end of a message.

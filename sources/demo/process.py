@@ -1,7 +1,8 @@
 """Run a demo service (`python -m <module>`) as a child process and stop it again.
 
 ServiceProcess      start -> wait for the ready line -> stop (reaped even if forgotten) -> restart
-└── CrmProcess      `python -m sources.demo.crm`, ready line "CRM listening on URL"
+├── CrmProcess      `python -m sources.demo.crm`, ready line "CRM listening on URL"
+└── StorefrontProcess  `python -m sources.demo.storefront`, "Storefront listening on URL"
 
 A subclass names its module and arguments and parses its ready line; restarting launches the
 same command again, so a service that remembers its ports from the ready line keeps them.
@@ -26,6 +27,7 @@ from typing import IO, ClassVar, Self
 # The directory that holds the `sources` package, so the child imports this very code.
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _READY = re.compile(r"^CRM listening on (?P<url>http://[^\s:]+:(?P<port>\d+))$")
+_STOREFRONT_READY = re.compile(r"^Storefront listening on (?P<url>http://[^\s:]+:(?P<port>\d+))$")
 _STOP_GRACE_SECONDS = 5.0
 
 
@@ -158,6 +160,38 @@ class CrmProcess(ServiceProcess):
         ready = _READY.match(line)
         if ready is not None:
             self._url, self._port = ready["url"], int(ready["port"])
+        return ready is not None
+
+
+class StorefrontProcess(ServiceProcess):
+    """The storefront serving one SQLite file in a child process; build it with `start`."""
+
+    label = "the storefront"
+
+    def __init__(self, db_path: Path, *, host: str, port: int, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._db_path = db_path.resolve()
+        self._host = host
+        self._port = port
+        self.url = ""
+
+    @classmethod
+    def start(
+        cls, db_path: Path, *, port: int = 0, timeout: float = 15, host: str = "127.0.0.1"
+    ) -> StorefrontProcess:
+        """Start the storefront over `db_path` and wait until it listens; port 0 picks one."""
+        storefront = cls(db_path, host=host, port=port, timeout=timeout)
+        storefront._launch()
+        return storefront
+
+    def _arguments(self) -> list[str]:
+        module = ["sources.demo.storefront", "--db", str(self._db_path)]
+        return [*module, "--host", self._host, "--port", str(self._port)]
+
+    def _ready(self, line: str) -> bool:
+        ready = _STOREFRONT_READY.match(line)
+        if ready is not None:
+            self.url, self._port = ready["url"], int(ready["port"])
         return ready is not None
 
 
