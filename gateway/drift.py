@@ -219,6 +219,12 @@ class _Checker:
             records, copies = await asyncio.gather(self._records(), self._copies())
         except SourceError as exc:
             return await self._unknown(engine, exc.public, time.perf_counter() - started)
+        except Exception as exc:
+            # One copy's fault must not stop the others; its type only is logged, since a
+            # message may quote values.
+            log.error("drift: copy not compared", extra={"error": type(exc).__name__})
+            error = f"could not be compared ({type(exc).__name__})"
+            return await self._unknown(engine, error, time.perf_counter() - started)
         async with engine.begin() as connection:
             earlier = await _earlier(connection, self.entity_name, self.name)
             findings = self._compare(records, copies, earlier)

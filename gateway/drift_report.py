@@ -72,8 +72,9 @@ def write_report(report: SweepReport, out: TextIO) -> None:
         for finding in copy.findings:
             out.write("  " + finding_line(finding, copy) + "\n")
     counts = {status: sum(1 for c in report.copies if c.status is status) for status in DriftStatus}
+    copies = "copy" if len(report.copies) == 1 else "copies"
     out.write(
-        f"{len(report.copies)} copies: {counts[DriftStatus.DRIFT]} drifting, "
+        f"{len(report.copies)} {copies}: {counts[DriftStatus.DRIFT]} drifting, "
         f"{counts[DriftStatus.UNKNOWN]} unknown, {counts[DriftStatus.IN_SYNC]} in sync "
         f"({report.seconds:.2f}s)\n"
     )

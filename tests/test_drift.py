@@ -410,3 +410,15 @@ def test_chores_include_the_sweep_only_when_configured(drifting_estate: Drifting
     off = services_for(drifting_estate.config, "sqlite+aiosqlite:///:memory:")
     assert "drift_sweep" in [chore.__name__ for chore in _chores(on)]
     assert "drift_sweep" not in [chore.__name__ for chore in _chores(off)]
+
+
+async def test_sweep_malformed_copy_is_unknown_naming_the_source(
+    drift_services: Services, drifting_estate: Drifting
+) -> None:
+    with sqlite3.connect(drifting_estate.ledger.parent / "storefront.db") as connection:
+        connection.execute("UPDATE stock SET available = 'plenty' WHERE sku = 'SKU-0003'")
+    report = await sweep(drift_services)
+    stock = _report(report, "InventoryItem")
+    assert stock.status is DriftStatus.UNKNOWN
+    assert stock.error == "source 'storefront' answered with data that does not match its contract"
+    assert _report(report, "Customer").status is DriftStatus.DRIFT
