@@ -80,6 +80,7 @@ def environment() -> Environment:
         pretty=wording.pretty,
         diff_rows=wording.diff_rows,
         field_label=wording.field_label,
+        target_words=wording.target_words,
     )
     env.globals.update(relative=wording.relative, principal_kinds=wording.PRINCIPAL_KINDS)
     env.globals.update(value_words=wording.value_words)

@@ -157,6 +157,16 @@ def _number(value: float) -> str:
     return f"{value:.0f}" if value >= 10 or value == round(value) else f"{value:.1f}"
 
 
+def target_words(target: str) -> str:
+    """`InventoryItem:SKU-0012` -> `inventory item SKU-0012`: the record an action changes,
+    in words, with the key a person searches for."""
+    entity, _, key = target.partition(":")
+    if not key:
+        return target
+    words = re.sub(r"(?<!^)([A-Z])", r" \1", entity).lower()
+    return f"{words} {key}"
+
+
 def shown(value: Any) -> str:
     """A field's value in a table cell: nested values as compact JSON."""
     if value is None:

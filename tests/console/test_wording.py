@@ -36,3 +36,10 @@ def test_status_words_of_unknown_status_is_readable() -> None:
 def test_diff_rows_of_created_record_marks_every_field_changed() -> None:
     rows = wording.diff_rows({"before": None, "after": {"id": "O-1", "lines": [{"sku": "A"}]}})
     assert rows == [("id", "—", "O-1", True), ("lines", "—", '[{"sku": "A"}]', True)]
+
+
+def test_targets_read_as_the_record_a_person_searches_for() -> None:
+    assert wording.target_words("InventoryItem:SKU-0012") == "inventory item SKU-0012"
+    assert wording.target_words("Balance:C-00001") == "balance C-00001"
+    assert wording.target_words("PurchaseOrder:P-1") == "purchase order P-1"
+    assert wording.target_words("no-entity") == "no-entity"
