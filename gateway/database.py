@@ -77,13 +77,13 @@ Index("ix_actions_principal", actions.c.principal)
 Index("ix_actions_lease_until", actions.c.lease_until)
 # Listeners following actions (mcp_follow.py) ask, once a second, what changed lately.
 Index("ix_actions_updated_at", actions.c.updated_at)
-# The claim on a key: inserting an action that holds a key someone else holds conflicts.
-HELD_KEY = actions.c.key_held_until.is_not(None)
 # The compliance ledger (actions/ledger.py): newest first a page at a time, found by
 # trace id or by the person an agent acted for. These columns never change once stored.
 Index("ix_actions_created", actions.c.created_at, actions.c.id)
 Index("ix_actions_on_behalf_of", actions.c.on_behalf_of)
 Index("ix_actions_trace_id", actions.c.trace_id)
+# The claim on a key: inserting an action that holds a key someone else holds conflicts.
+HELD_KEY = actions.c.key_held_until.is_not(None)
 Index(
     "ux_actions_held_key",
     actions.c.principal,
@@ -105,10 +105,10 @@ approvals = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("action_id", "approver"),
 )
-
-# The outbox: every message owed to someone, written in the transaction that causes it
 # The ledger's "approved by": what one approver decided.
 Index("ix_approvals_approver", approvals.c.approver)
+
+# The outbox: every message owed to someone, written in the transaction that causes it
 # (notices.py, alerts.py) and delivered by the sender (sender.py), any replica claiming it.
 notifications = Table(
     "notifications",
