@@ -30,7 +30,7 @@ from gateway.config import GatewayConfig, load_config
 from gateway.connectors import build_connectors
 from gateway.console import console_router
 from gateway.database import create_engine, create_schema
-from gateway.drift import sweep_if_due
+from gateway.drift import drift_alerts, sweep_if_due
 from gateway.errors import Unauthenticated
 from gateway.execution import Execution
 from gateway.graphql.context import Context
@@ -99,6 +99,7 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         approvers_for=writes.approvers_for,
         clock=lambda: datetime.now(UTC),
         on_delivery=lambda channel, outcome: metrics.deliveries.labels(channel, outcome).inc(),
+        conditions=[drift_alerts],
     )
     return Services(
         settings=settings,

@@ -36,6 +36,8 @@ from sqlalchemy import and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.alerts import Incident
+from gateway.audience import Audience
 from gateway.config import Classification, CopyConfig, EntityConfig, GatewayConfig
 from gateway.copies import copy_entity, record_entity
 from gateway.database import drift_copies, drift_findings, drift_sweeps
@@ -487,6 +489,36 @@ async def drifting(connection: AsyncConnection) -> list[DriftIncident]:
         else:
             incidents[(row.entity, row.copy)] = _more(found, first_seen)
     return list(incidents.values())
+
+
+async def drift_alerts(connection: AsyncConnection, audience: Audience) -> list[Incident]:
+    """The owner alerts' condition (alerts.py): one incident per drifting copy of a field,
+    to the owner of its entity. A copy that could not be read is no drift, and no sign that
+    one is over either: its alert, if open, is held as it is (its source's own alert,
+    source.down, tells of the failure)."""
+    incidents = [
+        Incident("drift", f"{u.entity}.{u.field} in {u.copy}", u.owner, [], "", held=True)
+        for u in await unknown(connection)
+    ]
+    for found in await drifting(connection):
+        owner, routes = audience.owner(found.entity)
+        incidents.append(
+            Incident(
+                "drift",
+                f"{found.entity}.{found.field} in {found.copy}",
+                owner or found.owner,
+                routes or audience.operators(),
+                f"{found.records} record(s) of {found.entity} differ in {found.copy}'s copy of "
+                f"{found.field} beyond what it tolerates; the system of record is "
+                f"authoritative. For example {found.sample}.",
+                {
+                    "records": found.records,
+                    "since": found.since.isoformat(),
+                    "sample": found.sample,
+                },
+            )
+        )
+    return incidents
 
 
 def _more(incident: DriftIncident, first_seen: datetime) -> DriftIncident:

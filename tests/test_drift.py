@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.actions.store import Action
+from gateway.alerts import AlertStatus, listed
 from gateway.app import _chores, start
 from gateway.cli import main
 from gateway.config import GatewayConfig, load_config
@@ -422,3 +423,34 @@ async def test_sweep_malformed_copy_is_unknown_naming_the_source(
     assert stock.status is DriftStatus.UNKNOWN
     assert stock.error == "source 'storefront' answered with data that does not match its contract"
     assert _report(report, "Customer").status is DriftStatus.DRIFT
+
+
+async def test_a_drifting_field_is_one_owner_alert_held_while_unreadable_and_never_shows_pii(
+    drift_services: Services, drifting_estate: Drifting
+) -> None:
+    await sweep(drift_services)
+    await drift_services.notifier.watch()
+    opened = await _open_alerts(drift_services)
+    assert set(opened) == {
+        "InventoryItem.levels.available in storefront",
+        "Customer.email in ledger",
+    }
+    stock = opened["InventoryItem.levels.available in storefront"]
+    assert stock.kind == "drift"
+    assert stock.owner == "Supply Chain <inventory@acme.example>"
+    assert stock.evidence["records"] == len(SEEDED_OFF)
+    email = opened["Customer.email in ledger"]
+    assert "old.address@example.com" not in str(email.evidence) + email.summary
+    # The storefront down: its drift cannot be told, so its alert neither resolves nor repeats.
+    drifting_estate.storefront.stop()
+    await sweep(drift_services)
+    await drift_services.notifier.watch()
+    still = await _open_alerts(drift_services)
+    assert still["InventoryItem.levels.available in storefront"].id == stock.id
+    drifting_estate.storefront.restart()
+
+
+async def _open_alerts(services: Services) -> dict[str, Any]:
+    async with services.engine.connect() as connection:
+        found = await listed(connection, status=AlertStatus.OPEN, limit=50)
+    return {alert.subject: alert for alert in found if alert.kind == "drift"}
