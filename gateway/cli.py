@@ -279,6 +279,7 @@ def _banner(base: str, systems: dict[str, str], keys: dict[str, str], keys_file:
         "",
         f"  GraphQL    {base}/graphql   (GraphiQL in a browser; send the key as a header)",
         f"  Console    {base}/console   (sign in with a human's key: olivia, finn, carla, sam)",
+        f"             {base}/console/alerts (owner alerts, failed deliveries), /console/drift",
         f"  MCP        {base}/mcp       (streamable HTTP; or `gatehouse mcp` over stdio)",
         f"  Metrics    {base}/metrics   health: {base}/healthz, {base}/readyz",
         *(f"  {name:<10} {where}" for name, where in systems.items()),
@@ -287,6 +288,10 @@ def _banner(base: str, systems: dict[str, str], keys: dict[str, str], keys_file:
         *(f"  {name:<{width}}  {key}" for name, key in keys.items()),
         "",
         f"The keys are also in {keys_file} (source it to get $GATEHOUSE_KEY_<NAME>).",
+        "",
+        "Approvers' e-mails, Slack messages and the systems' webhooks land in the Inbox above;",
+        "the storefront's copy of stock drifts as orders are placed: "
+        f"gatehouse --env-file {keys_file.with_name('gatehouse.env')} drift",
         "",
         "Try:",
         f'  curl -s {base}/graphql -H "Authorization: Bearer {keys["olivia"]}" \\',

@@ -71,8 +71,10 @@ def _exercise(process: subprocess.Popen[str], port: int) -> None:
         banner = read_banner(process)
         key = re.search(r"^\s+olivia\s+(\S+)$", banner, re.MULTILINE)
         crm = re.search(r"CRM\s+(http://127\.0\.0\.1:\d+)", banner)
+        inbox = re.search(r"Inbox\s+(http://127\.0\.0\.1:\d+)", banner)
         assert key, banner
         assert crm, banner
+        assert inbox, banner  # where the demo's notifications land
         base = f"http://127.0.0.1:{port}"
         wait_until_up(base)
         response = httpx.post(
@@ -85,6 +87,7 @@ def _exercise(process: subprocess.Popen[str], port: int) -> None:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) in (0, 130)
         assert _refused(crm.group(1)), "the CRM process outlived the demo"
+        assert _refused(inbox.group(1)), "the inbox process outlived the demo"
         assert _refused(base)
     finally:
         if process.poll() is None:
