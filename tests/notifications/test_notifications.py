@@ -428,7 +428,6 @@ async def test_approvers_are_warned_once_before_the_window_closes(
         ('kind = "webhook"\nurl = "not a url"\nsecret = "' + SECRET + '"', "channels.bad.url"),
         ('kind = "webhook"\nurl = "https://x.example/"', "channels.bad: Value error, secret"),
         ('kind = "webhook"\nurl = "https://x.example/"\nsecret = "short"', "channels.bad.secret"),
-        ('kind = "email"\nto = ["ops@acme.example"]', "channels.bad: e-mail needs [notify.smtp]"),
     ],
 )
 def test_a_malformed_channel_is_refused_at_start_naming_the_key(
@@ -443,6 +442,14 @@ def test_a_malformed_channel_is_refused_at_start_naming_the_key(
     finally:
         path.unlink()
     assert problem.replace("Value error, ", "") in str(refused.value)
+
+
+def test_an_email_channel_without_a_mail_server_is_refused(config: GatewayConfig) -> None:
+    raw = config.model_dump(mode="json", by_alias=True, exclude={"base_dir"})
+    raw["notify"]["smtp"] = None
+    raw["channels"]["bad"] = {"kind": "email", "to": ["ops@acme.example"]}
+    with pytest.raises(ValueError, match=r"channels\.bad: e-mail needs \[notify\.smtp\]"):
+        GatewayConfig.model_validate({**raw, "base_dir": config.base_dir})
 
 
 def test_a_channel_named_nowhere_is_refused(estate: DemoEstate, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from gateway.app import start
 from gateway.config import GatewayConfig, load_config
 from gateway.demo import TRYTON_CONFIG_TEMPLATE, key_hashes, new_keys
+from gateway.demo.notify import Mailroom
 from gateway.services import Services
 from sources.tryton_estate.server import TrytonServer
 from tests.factories import services_for
@@ -25,6 +26,8 @@ def tryton_environ(server: TrytonServer, url: str | None = None) -> dict[str, st
         "GATEHOUSE_TRYTON_DATABASE": server.database.name,
         "GATEHOUSE_TRYTON_USER": USER,
         "GATEHOUSE_TRYTON_PASSWORD": PASSWORD,
+        # The demo's channels, pointed where nothing listens: these tests start no inbox.
+        **Mailroom().environ(),
     }
 
 
