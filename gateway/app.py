@@ -285,9 +285,12 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> FastA
             async with evictions.running(), mcp.run():
                 yield
         finally:
-            chores.cancel()
-            renewals.cancel()
-            notifications.cancel()
+            # Stopped and awaited before the engine is disposed: a task cancelled mid-round
+            # rolls back on its connection, which must still be there.
+            background = (chores, renewals, notifications)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await services.close()
 
     app = FastAPI(title="Gatehouse", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
+from starlette.testclient import TestClient
 
 from gateway import outbox
 from gateway.actions.store import Status
 from gateway.alerts import AlertStatus, listed
-from gateway.app import start
+from gateway.app import create_app, start
 from gateway.config import GatewayConfig, load_config
 from gateway.database import channel_states
 from gateway.demo import DemoEstate
@@ -33,6 +34,7 @@ from gateway.errors import ConfigError
 from gateway.outbox import NotificationStatus
 from gateway.sender import enable
 from gateway.services import Services
+from gateway.settings import Settings
 from sources.demo import CrmProcess
 from tests.actions.conftest import Backend, pg_url
 from tests.factories import (
@@ -574,3 +576,14 @@ async def test_reads_served_stale_past_their_limit_open_an_alert_that_clears(
         await services.notifier.watch()
         async with services.engine.connect() as connection:
             assert await listed(connection, status=AlertStatus.OPEN, limit=9) == []
+
+
+def test_stopping_the_app_waits_for_its_rounds_before_closing_the_database(
+    estate: DemoEstate,
+) -> None:
+    # The notifier's first round starts with the app; stopping at once used to dispose of
+    # the engine under a round still in flight (KeyError from the pool, a failed round).
+    for _ in range(12):
+        app = create_app(Settings(database_url="sqlite+aiosqlite://"), estate.config())
+        with TestClient(app) as http:
+            assert http.get("/healthz").status_code == 200
