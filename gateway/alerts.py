@@ -36,6 +36,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.actions.store import Status
@@ -141,11 +142,11 @@ class Alerts:
         self._clock = clock
         self._audience = Audience(config)
         self._conditions = conditions or []  # more, from elsewhere (drift checks)
-        self._leader: Any = None  # the connection holding the advisory lock, on PostgreSQL
+        self._leader: AsyncConnection | None = None  # holds the advisory lock, on PostgreSQL
 
     async def round(self) -> int:
         """Evaluate and reconcile once, if this replica leads; how many alerts changed."""
-        if not await self._leads():
+        if not await self.leads():
             return 0
         incidents = await self.incidents()
         async with self._engine.begin() as connection:
@@ -157,9 +158,19 @@ class Alerts:
             await self._leader.close()
             self._leader = None
 
-    async def _leads(self) -> bool:
+    async def leads(self) -> bool:
+        """Whether this replica leads: it holds the lock on a live connection, or took it now.
+
+        The lock lives as long as the session that took it. A session PostgreSQL ended
+        (a restart, a terminated backend, an idle timeout) took the lock with it, and another
+        replica may lead by now, so the held connection is checked before every round.
+        """
         if self._engine.dialect.name != "postgresql":
             return True
+        if self._leader is not None and not await _alive(self._leader):
+            await self._leader.invalidate()
+            await self._leader.close()
+            self._leader = None
         if self._leader is None:
             connection = await self._engine.connect()
             got = await connection.scalar(
@@ -440,3 +451,13 @@ def _json(value: Any) -> str:
 def _aware(moment: datetime) -> datetime:
     # SQLite hands back the naive UTC wall time that was stored.
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+async def _alive(connection: AsyncConnection) -> bool:
+    """Whether the session behind `connection` still answers."""
+    try:
+        await connection.scalar(text("SELECT 1"))
+        await connection.commit()
+    except DBAPIError:
+        return False
+    return True

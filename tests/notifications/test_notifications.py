@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from standardwebhooks.webhooks import Webhook
 from starlette.testclient import TestClient
 
 from gateway import outbox
 from gateway.actions.store import Status
-from gateway.alerts import AlertStatus, listed
+from gateway.alerts import LEADER_LOCK, AlertStatus, listed
 from gateway.app import create_app, start
 from gateway.config import GatewayConfig, load_config
 from gateway.database import channel_states
@@ -587,3 +587,30 @@ def test_stopping_the_app_waits_for_its_rounds_before_closing_the_database(
         app = create_app(Settings(database_url="sqlite+aiosqlite://"), estate.config())
         with TestClient(app) as http:
             assert http.get("/healthz").status_code == 200
+
+
+async def test_a_replica_whose_lock_session_ended_stops_leading_the_alerts(
+    estate: DemoEstate, inbox: InboxProcess, postgres_backend: Backend
+) -> None:
+    config = notifying(with_source(estate.config(), "erp", url=postgres_backend.erp_url), inbox)
+    async with running(config, postgres_backend) as one, running(config, postgres_backend) as two:
+        assert await one.notifier.alerts.leads()
+        assert not await two.notifier.alerts.leads()
+        # PostgreSQL ends the leader's session (a restart, an idle timeout): its lock goes too.
+        async with two.engine.connect() as connection:
+            ended = await connection.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND granted"
+                    " AND classid::bigint = :high AND objid::bigint = :low"
+                ),
+                {"high": LEADER_LOCK >> 32, "low": LEADER_LOCK & 0xFFFF_FFFF},
+            )
+        assert ended == 1
+        for _ in range(50):  # the backend ends, and its lock with it, a moment after the signal
+            if await two.notifier.alerts.leads():
+                break
+            await asyncio.sleep(0.1)
+        assert await two.notifier.alerts.leads()
+        assert not await one.notifier.alerts.leads()  # it would evaluate alongside, unchecked
+        assert await one.notifier.alerts.round() == 0
