@@ -6,8 +6,10 @@
                                                      WH-BER, requested by restock-bot for olivia"
     subject(action, catalog, names)                  "Wood screw 4.5x60 mm (SKU-0001) at WH-BER"
 
-The console's queue and action page use it, and so can notifications (e-mail, Slack): a
-headline never holds personal data (no e-mail, phone or contact names), only what the
+What an action would do is the action's own contract's wording (`headline`, with the words
+of sources/words.py), or its summary and its record's name for a kind without one; who asked
+and for whom is added here. The console's queue and action pages and the notifications use
+it. A headline never holds personal data (no e-mail, phone or contact names), only what the
 action's input says and the names of items and customer accounts. When a name cannot be
 read (the system is down, the record is unknown), the key stands in for it.
 """
@@ -15,10 +17,7 @@ read (the system is down, the record is unknown), the key stands in for it.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.actions.store import Action
@@ -26,23 +25,9 @@ from gateway.catalog import Catalog
 from gateway.errors import GatehouseError
 from gateway.reads import Entry, Reads
 from sources.errors import SourceError
+from sources.words import Names, customer, item, order
 
 log = logging.getLogger("gatehouse.headlines")
-
-# "Wood screw 4x30 mm (box of 500)": counted in boxes. Anything else is counted in units.
-_PACKAGED = re.compile(r"^(?P<name>.*?)\s*\((?P<unit>box|pack|case|roll|bag|set) of [^)]*\)$")
-_PLURAL = {"box": "boxes"}
-
-
-@dataclass(frozen=True, slots=True)
-class Names:
-    """What headlines name instead of keys: items by SKU, customers and their account
-    currency by id, each order's customer by order id."""
-
-    items: Mapping[str, str] = field(default_factory=dict)
-    customers: Mapping[str, str] = field(default_factory=dict)
-    currencies: Mapping[str, str] = field(default_factory=dict)
-    order_customers: Mapping[str, str] = field(default_factory=dict)
 
 
 async def names_for(actions: Iterable[Action], reads: Reads) -> Names:
@@ -95,10 +80,13 @@ async def _read(reads: Reads, entity: str, keys: set[str]) -> dict[str, dict[str
 
 def headline(action: Action, catalog: Catalog, names: Names) -> str:
     """What the action would do, then who asked and for whom."""
+    kind = catalog.get(action.kind)
+    planned = (action.diff or {}).get("after") or {}
     try:
-        what = _WHAT.get(action.kind, _generic)(action.input, names, action, catalog)
+        what = kind.headline(action.input, names, planned) if kind is not None else None
     except (KeyError, TypeError, ValueError):  # an input its kind no longer reads
-        what = _generic(action.input, names, action, catalog)
+        what = None
+    what = what or _generic(action, catalog, names)
     who = f"requested by {action.principal}"
     if action.on_behalf_of:
         who += f" for {action.on_behalf_of}"
@@ -111,7 +99,7 @@ def subject(action: Action, catalog: Catalog, names: Names) -> str:
     if "sku" in data and "location" in data:
         return f"{item(str(data['sku']), names)} at {data['location']}"
     if "order_id" in data and "customer_id" not in data:
-        return f"order {data['order_id']}{_of(str(data['order_id']), names)}"
+        return order(str(data["order_id"]), names)
     if "customer_id" in data:
         return customer(str(data["customer_id"]), names)
     # Stored targets read "Entity:key" (InventoryItem:SKU-0001), and the entity is not
@@ -119,111 +107,7 @@ def subject(action: Action, catalog: Catalog, names: Names) -> str:
     return action.target.partition(":")[2] or action.target
 
 
-def item(sku: str, names: Names) -> str:
-    """`Wood screw 4.5x60 mm (box of 500) (SKU-0001)`, or the SKU alone."""
-    name = names.items.get(sku)
-    return f"{name} ({sku})" if name else sku
-
-
-def customer(customer_id: str, names: Names) -> str:
-    """`Müller Handel GmbH (C-00001)`, or the id alone."""
-    name = names.customers.get(customer_id)
-    return f"{name} ({customer_id})" if name else customer_id
-
-
-def money(amount: Any, currency: str | None) -> str:
-    """`1,250.00 EUR`: thousands grouped, two decimals, the currency when known."""
-    try:
-        value = Decimal(str(amount))
-    except InvalidOperation:
-        return str(amount)
-    shown = f"{value:,.2f}"
-    return f"{shown} {currency}" if currency else shown
-
-
-def quantity(delta: int, sku: str, names: Names) -> str:
-    """`+240 boxes of Wood screw 4.5x60 mm`: signed, in the item's packaging when named."""
-    name = names.items.get(sku)
-    count = f"{delta:+d}"
-    if name is None:
-        return f"{count} units of {sku}"
-    packaged = _PACKAGED.match(name)
-    if packaged is None:
-        return f"{count} units of {name}"
-    unit = packaged["unit"]
-    units = unit if abs(delta) == 1 else _PLURAL.get(unit, f"{unit}s")
-    return f"{count} {units} of {packaged['name']}"
-
-
-def _of(order_id: str, names: Names) -> str:
-    owner = names.order_customers.get(order_id)
-    return f" of {customer(owner, names)}" if owner else ""
-
-
-Wording = Callable[[dict[str, Any], Names, Action, Catalog], str]
-
-
-def _adjust(data: dict[str, Any], names: Names, action: Action, catalog: Catalog) -> str:
-    return f"{quantity(int(data['delta']), str(data['sku']), names)} at {data['location']}"
-
-
-def _credit(data: dict[str, Any], names: Names, action: Action, catalog: Catalog) -> str:
-    who = str(data["customer_id"])
-    amount = money(data["amount"], names.currencies.get(who) or _planned_currency(action))
-    return f"Credit note of {amount} to {customer(who, names)} on order {data['order_id']}"
-
-
-def _planned_currency(action: Action) -> str | None:
-    """The currency the action's plan recorded, for when the account could not be read."""
-    after = (action.diff or {}).get("after") or {}
-    found = after.get("currency")
-    return found if isinstance(found, str) else None
-
-
-def _payment(data: dict[str, Any], names: Names, action: Action, catalog: Catalog) -> str:
-    who = str(data["customer_id"])
-    amount = money(data["amount"], data.get("currency") or names.currencies.get(who))
-    return f"Payment of {amount} from {customer(who, names)}, reference {data['reference']}"
-
-
-def _cancel(data: dict[str, Any], names: Names, action: Action, catalog: Catalog) -> str:
-    order_id = str(data["order_id"])
-    return f"Cancel order {order_id}{_of(order_id, names)}"
-
-
-def _place(data: dict[str, Any], names: Names, action: Action, catalog: Catalog) -> str:
-    lines = _lines(data)
-    units = sum(int(line.get("quantity") or 0) for line in lines)
-    what = (
-        f"{units} units of {item(str(lines[0].get('sku')), names)}"
-        if len(lines) == 1
-        else f"{len(lines)} lines, {units} units"
-    )
-    return f"New order for {customer(str(data['customer_id']), names)}: {what}"
-
-
-def _contact(data: dict[str, Any], names: Names, action: Action, catalog: Catalog) -> str:
-    # Which fields change, never their values: those are personal data.
-    changed = [
-        label
-        for name, label in (("email", "e-mail"), ("phone", "phone"), ("contacts", "contacts"))
-        if data.get(name) is not None
-    ]
-    whose = customer(str(data["customer_id"]), names)
-    return f"New {' and '.join(changed) or 'contact data'} for {whose}"
-
-
-def _generic(data: dict[str, Any], names: Names, action: Action, catalog: Catalog) -> str:
+def _generic(action: Action, catalog: Catalog, names: Names) -> str:
     kind = catalog.get(action.kind)
     words = kind.summary.rstrip(".") if kind is not None else action.kind
     return f"{words}: {subject(action, catalog, names)}"
-
-
-_WHAT: dict[str, Wording] = {
-    "inventory.adjust": _adjust,
-    "credit_note.issue": _credit,
-    "payment.record": _payment,
-    "order.cancel": _cancel,
-    "order.place": _place,
-    "customer.update_contact": _contact,
-}

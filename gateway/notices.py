@@ -34,7 +34,7 @@ from gateway.audience import Audience, Route, grouped
 from gateway.catalog import Catalog
 from gateway.config import GatewayConfig
 from gateway.database import actions, audit_events, audit_head, cursors
-from gateway.headlines import Names, names_for
+from gateway.headlines import names_for
 from gateway.messages import (
     ACTION_DECIDED,
     ACTION_EVENT,
@@ -44,6 +44,7 @@ from gateway.messages import (
 )
 from gateway.outbox import Owed, owe
 from gateway.reads import Reads
+from sources.words import Names, money
 
 CURSOR = "notices"
 BATCH = 500  # audit events read per round
@@ -222,7 +223,7 @@ class Notices:
             requester += f" on behalf of {self._principal_words(action.on_behalf_of)}"
         facts = [("What", headlines.headline(action, self._catalog, names)), ("Target", key)]
         if amount is not None:
-            facts.append(("Amount", headlines.money(amount, currency)))
+            facts.append(("Amount", money(amount, currency)))
         facts += [
             ("Requested by", requester),
             ("Rule", f"{action.rule}: {action.reason}" if action.reason else action.rule),

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from sources.records import Record
+from sources.words import Names
 
 MASK = "***"
 
@@ -173,6 +174,14 @@ class ActionKind(Protocol):
 
     def touched(self, data: Any, plan: Plan) -> list[tuple[str, str]]:
         """Records besides the target (entity, key) whose cached copies the write makes stale."""
+        ...
+
+    def headline(
+        self, data: Mapping[str, Any], names: Names, planned: Mapping[str, Any]
+    ) -> str | None:
+        """What the stored input `data` would do, in one line of the business's words, or
+        None for the gateway's generic wording. `planned` holds the plan's after-values.
+        Raises KeyError, TypeError or ValueError for an input its kind no longer reads."""
         ...
 
     async def plan(self, data: Any, source: Any) -> Plan:

@@ -8,20 +8,22 @@
     RecordPaymentContract       payment.record
     IssueCreditNoteContract     credit_note.issue
 
-A contract is an action's name, input model, the attributes policy sees, its target and its
-amount: what agents, apps and policy rules rely on. An estate subclasses it and adds `plan`,
-`execute` and `find_effect` against its own system, so the same GraphQL mutations, MCP tools
-and policy rules govern every estate.
+A contract is an action's name, input model, the attributes policy sees, its target, its
+amount and its headline in words: what agents, apps, approvers and policy rules rely on. An
+estate subclasses it and adds `plan`, `execute` and `find_effect` against its own system, so
+the same GraphQL mutations, MCP tools and policy rules govern every estate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from sources.actions import ActionInput, Multiline, Plan
+from sources.words import Names, customer, item, money, order, quantity
 
 Amount = Annotated[Decimal, Field(gt=0, le=Decimal("1000000000"), decimal_places=2)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -47,6 +49,12 @@ class Contract:
     def touched(self, data: Any, plan: Plan) -> list[tuple[str, str]]:
         """Nothing besides the target, unless the action says so."""
         return []
+
+    def headline(
+        self, data: Mapping[str, Any], names: Names, planned: Mapping[str, Any]
+    ) -> str | None:
+        """No wording of its own: the gateway says the summary and names the record."""
+        return None
 
 
 # ---- orders -------------------------------------------------------------------------------
@@ -106,6 +114,18 @@ class PlaceOrderContract(Contract):
             *(("InventoryItem", line.sku) for line in data.lines),
         ]
 
+    def headline(
+        self, data: Mapping[str, Any], names: Names, planned: Mapping[str, Any]
+    ) -> str | None:
+        lines = [line for line in data["lines"] if isinstance(line, dict)]
+        units = sum(int(line.get("quantity") or 0) for line in lines)
+        what = (
+            f"{units} units of {item(str(lines[0].get('sku')), names)}"
+            if len(lines) == 1
+            else f"{len(lines)} lines, {units} units"
+        )
+        return f"New order for {customer(str(data['customer_id']), names)}: {what}"
+
 
 class CancelOrderInput(ActionInput):
     """Cancel an open order."""
@@ -143,6 +163,11 @@ class CancelOrderContract(Contract):
             *(("InventoryItem", line["sku"]) for line in lines),
         ]
 
+    def headline(
+        self, data: Mapping[str, Any], names: Names, planned: Mapping[str, Any]
+    ) -> str | None:
+        return f"Cancel {order(str(data['order_id']), names)}"
+
 
 # ---- inventory ----------------------------------------------------------------------------
 
@@ -172,6 +197,11 @@ class AdjustInventoryContract(Contract):
 
     def policy_input(self, data: AdjustInventoryInput) -> dict[str, Any]:
         return {"quantity": abs(data.delta), "delta": data.delta, "location": data.location}
+
+    def headline(
+        self, data: Mapping[str, Any], names: Names, planned: Mapping[str, Any]
+    ) -> str | None:
+        return f"{quantity(int(data['delta']), str(data['sku']), names)} at {data['location']}"
 
 
 # ---- customers ----------------------------------------------------------------------------
@@ -221,6 +251,15 @@ class UpdateCustomerContactContract(Contract):
     def policy_input(self, data: UpdateCustomerContactInput) -> dict[str, Any]:
         return {"fields": [name for name in CHANGEABLE if getattr(data, name) is not None]}
 
+    def headline(
+        self, data: Mapping[str, Any], names: Names, planned: Mapping[str, Any]
+    ) -> str | None:
+        # Which fields change, never their values: those are personal data.
+        labels = {"email": "e-mail", "phone": "phone", "contacts": "contacts"}
+        changed = [label for name, label in labels.items() if data.get(name) is not None]
+        whose = customer(str(data["customer_id"]), names)
+        return f"New {' and '.join(changed) or 'contact data'} for {whose}"
+
 
 # ---- ledger -------------------------------------------------------------------------------
 
@@ -254,6 +293,13 @@ class RecordPaymentContract(Contract):
 
     def touched(self, data: RecordPaymentInput, plan: Plan) -> list[tuple[str, str]]:
         return [("Customer", data.customer_id)]
+
+    def headline(
+        self, data: Mapping[str, Any], names: Names, planned: Mapping[str, Any]
+    ) -> str | None:
+        who = str(data["customer_id"])
+        amount = money(data["amount"], data.get("currency") or names.currencies.get(who))
+        return f"Payment of {amount} from {customer(who, names)}, reference {data['reference']}"
 
 
 class IssueCreditNoteInput(ActionInput):
@@ -289,3 +335,12 @@ class IssueCreditNoteContract(Contract):
 
     def touched(self, data: IssueCreditNoteInput, plan: Plan) -> list[tuple[str, str]]:
         return [("Customer", data.customer_id), ("Order", data.order_id)]
+
+    def headline(
+        self, data: Mapping[str, Any], names: Names, planned: Mapping[str, Any]
+    ) -> str | None:
+        who = str(data["customer_id"])
+        # The currency the plan recorded stands in when the account could not be read.
+        currency = names.currencies.get(who) or planned.get("currency")
+        amount = money(data["amount"], currency if isinstance(currency, str) else None)
+        return f"Credit note of {amount} to {customer(who, names)} on order {data['order_id']}"

@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 
 from gateway.actions.store import Action
-from gateway.headlines import Names, headline, money, names_for, quantity, subject
+from gateway.catalog import Bound, Catalog
+from gateway.headlines import headline, names_for, subject
 from gateway.services import Services
+from sources.words import Names, money, quantity
+from tests.acme.actions import RenameItem
 from tests.factories import submit
 
 SCREWS = "Wood screw 4.5x60 mm (box of 500)"
@@ -149,4 +152,19 @@ async def test_headline_of_credit_note_without_account_read_uses_planned_currenc
     assert action.diff is not None
     assert headline(action, services.catalog, Names()).startswith(
         "Credit note of 20.00 EUR to C-00101 on order SO-100432"
+    )
+
+
+async def test_another_estates_kind_says_its_own_headline(services: Services) -> None:
+    # The wording is the contract's: the gateway knows no kind by name.
+    stored = await _action(
+        services,
+        "inventory.adjust",
+        {"sku": "SKU-0007", "location": "WH-BER", "delta": 1, "reason": "found"},
+        "olivia",
+    )
+    renamed = replace(stored, kind="item.rename", input={"sku": "SKU-0007", "name": "Screws"})
+    catalog = Catalog({"item.rename": Bound("rename", RenameItem(), services.connectors["erp"])})
+    assert headline(renamed, catalog, NAMES) == (
+        f"Rename {SCREWS} (SKU-0007) to Screws, requested by olivia"
     )

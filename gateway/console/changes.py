@@ -19,9 +19,9 @@ from typing import Any
 
 from gateway.actions.store import Action
 from gateway.console.wording import field_label, value_words
-from gateway.headlines import Names
 from gateway.recovery import Now
 from sources.actions import MASK
+from sources.words import Names
 
 HIDDEN = "hidden (personal data)"
 NOT_KEPT = "not kept (personal data)"

@@ -23,8 +23,9 @@ from gateway.console.history import action_page, seen_by
 from gateway.console.pages import ROOT, ConsoleRoute, redirect, render
 from gateway.console.signin import FormDep, ServicesDep, allowed, form_text
 from gateway.errors import GatehouseError
-from gateway.headlines import Names, headline, names_for, subject
+from gateway.headlines import headline, names_for, subject
 from gateway.services import Services
+from sources.words import Names
 
 PAGE_SIZE = 20
 OperatorDep = Annotated[Viewer, Depends(allowed(Page.IN_DOUBT))]

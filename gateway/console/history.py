@@ -25,10 +25,11 @@ from gateway.console.pages import ConsoleRoute, Refused, render
 from gateway.console.signin import CSRF_FIELD, ServicesDep, ViewerDep
 from gateway.console.wording import field_label, value_words
 from gateway.console.wording import value_words as words
-from gateway.headlines import Names, headline, names_for, subject
+from gateway.headlines import headline, names_for, subject
 from gateway.recovery import Now
 from gateway.services import Services
 from sources.actions import MASK
+from sources.words import Names
 
 EVENTS_SHOWN = 500
 DONE = {

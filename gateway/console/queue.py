@@ -22,8 +22,9 @@ from gateway.console.access import Viewer
 from gateway.console.changes import Row, rows
 from gateway.console.history import Decidable, amount_of, seen_by
 from gateway.console.wording import utc
-from gateway.headlines import Names, headline, money, subject
+from gateway.headlines import headline, subject
 from gateway.services import Services
+from sources.words import Names, money
 
 SORTS = {
     "deadline": "Approval deadline, soonest first",

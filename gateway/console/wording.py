@@ -15,7 +15,7 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 
 from gateway.catalog import Catalog
-from gateway.headlines import money
+from sources.words import money
 
 STATUS_WORDS = {
     "RECEIVED": "Received",

@@ -8,6 +8,7 @@ can show what the gateway does with an estate's broken code.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
@@ -16,6 +17,7 @@ from sqlalchemy import column, table, update
 
 from sources.actions import ActionInput, Effect, Plan
 from sources.sql import SqlConnector
+from sources.words import Names, item
 
 ITEMS = table("items", column("sku"), column("name"))
 
@@ -49,6 +51,11 @@ class RenameItem:
 
     def touched(self, data: RenameItemInput, plan: Plan) -> list[tuple[str, str]]:
         return []
+
+    def headline(
+        self, data: Mapping[str, Any], names: Names, planned: Mapping[str, Any]
+    ) -> str | None:
+        return f"Rename {item(str(data['sku']), names)} to {data['name']}"
 
     async def plan(self, data: RenameItemInput, source: SqlConnector) -> Plan:
         item = await source.read("InventoryItem", data.sku)
