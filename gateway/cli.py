@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import json
 import os
+import signal
 import socket
 import sys
 import uuid
@@ -223,6 +224,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     # Notifications link to the console where this demo serves it.
     os.environ.setdefault("GATEHOUSE_CONSOLE_URL", f"http://{args.host}:{args.port}/console")
+    # SIGTERM's default ends the process at once, and uvicorn raises it again once it has shut
+    # down: ended as an exit instead, so the systems it started are stopped on the way out.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with _running(args.estate, args.state_dir) as estate:
         database = (estate.state_dir / "gatehouse.db").resolve()
         _set_aside_if_outdated(database)
@@ -243,6 +247,10 @@ def _demo(args: argparse.Namespace) -> int:
             access_log=False,
         )
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _set_aside_if_outdated(database: Path) -> None:

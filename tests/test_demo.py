@@ -46,8 +46,9 @@ def wait_until_up(url: str, timeout: float = 30) -> None:
     raise AssertionError(f"{url} did not come up")
 
 
-def test_demo_starts_prints_keys_answers_and_stops_everything_on_ctrl_c(
-    tmp_path: Path,
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_demo_starts_prints_keys_answers_and_stops_everything(
+    tmp_path: Path, stop: signal.Signals
 ) -> None:
     port = free_port()
     command = [
@@ -63,18 +64,20 @@ def test_demo_starts_prints_keys_answers_and_stops_everything_on_ctrl_c(
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as process:
-        _exercise(process, port)
+        _exercise(process, port, stop)
 
 
-def _exercise(process: subprocess.Popen[str], port: int) -> None:
+def _exercise(process: subprocess.Popen[str], port: int, stop: signal.Signals) -> None:
     try:
         banner = read_banner(process)
         key = re.search(r"^\s+olivia\s+(\S+)$", banner, re.MULTILINE)
         crm = re.search(r"CRM\s+(http://127\.0\.0\.1:\d+)", banner)
         inbox = re.search(r"Inbox\s+(http://127\.0\.0\.1:\d+)", banner)
+        storefront = re.search(r"Storefront\s+(http://127\.0\.0\.1:\d+)", banner)
         assert key, banner
         assert crm, banner
         assert inbox, banner  # where the demo's notifications land
+        assert storefront, banner
         base = f"http://127.0.0.1:{port}"
         wait_until_up(base)
         response = httpx.post(
@@ -84,9 +87,10 @@ def _exercise(process: subprocess.Popen[str], port: int) -> None:
             timeout=10,
         )
         assert response.json()["data"]["customer"]["freshness"]["system"] == "crm"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         assert process.wait(timeout=30) in (0, 130)
         assert _refused(crm.group(1)), "the CRM process outlived the demo"
+        assert _refused(storefront.group(1)), "the storefront process outlived the demo"
         assert _refused(inbox.group(1)), "the inbox process outlived the demo"
         assert _refused(base)
     finally:
