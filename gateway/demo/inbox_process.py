@@ -40,6 +40,7 @@ class InboxProcess(ServiceProcess):
     """The demo inbox in a child process, its files in `state_dir`; build it with `start`."""
 
     label = "the inbox"
+    ready_pattern = _READY
 
     def __init__(
         self,
@@ -52,16 +53,13 @@ class InboxProcess(ServiceProcess):
         smtp_port: int,
         timeout: float,
     ) -> None:
-        super().__init__(timeout=timeout)
+        super().__init__(host=host, port=port, timeout=timeout)
         if (smtp_user is None) != (smtp_password is None):
             raise ValueError("give both smtp_user and smtp_password, or neither")
         self._state_dir = state_dir.resolve()
         self._smtp_user = smtp_user
         self._smtp_password = smtp_password
-        self._host = host
-        self._port = port
         self._smtp_port = smtp_port
-        self._url = ""
 
     @classmethod
     def start(
@@ -89,16 +87,6 @@ class InboxProcess(ServiceProcess):
         )
         inbox._launch()
         return inbox
-
-    @property
-    def url(self) -> str:
-        """The web page and API's base URL, e.g. http://127.0.0.1:8025 (kept across restarts)."""
-        return self._url
-
-    @property
-    def port(self) -> int:
-        """The HTTP port (kept across restarts)."""
-        return self._port
 
     @property
     def smtp_host(self) -> str:
@@ -166,12 +154,12 @@ class InboxProcess(ServiceProcess):
     def _secrets(self) -> dict[str, str]:
         return {PASSWORD_VARIABLE: self._smtp_password} if self._smtp_password else {}
 
-    def _ready(self, line: str) -> bool:
-        ready = _READY.match(line)
+    def _ready(self, line: str) -> re.Match[str] | None:
+        # The line also says where SMTP listens, kept across restarts as the HTTP port is.
+        ready = super()._ready(line)
         if ready is not None:
-            self._url, self._port = ready["url"], int(ready["port"])
             self._smtp_port = int(ready["smtp"])
-        return ready is not None
+        return ready
 
     def _json(self, method: str, path: str) -> list[Json]:
         body: list[Json] = self._call(method, path).json()

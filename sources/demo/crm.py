@@ -13,16 +13,11 @@ The data lives in one SQLite file (`crm_store.py`: `seed_crm` fills it); `CrmPro
 
 from __future__ import annotations
 
-import argparse
-import signal
-import socket
 from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Literal
 
-import uvicorn
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -30,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sources.demo.crm_store import CustomerStore, Json, Outcome, seed_crm
+from sources.demo.sqlite_service import SqliteService, serve
 
 __all__ = ["create_crm_app", "main", "seed_crm"]
 
@@ -143,47 +139,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve the CRM until SIGTERM or SIGINT; the first stdout line says where."""
-    args = _arguments(argv)
-    if not args.db.is_file():
-        # sqlite3 would quietly create an empty file and every request would then fail.
-        raise SystemExit(f"no CRM database at {args.db}: create it with seed_crm() first")
-    sock = _listen(args.host, args.port)
-    config = uvicorn.Config(
-        create_crm_app(args.db), log_level="warning", access_log=False, timeout_graceful_shutdown=3
-    )
-    for handled in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(handled, _exit_cleanly)
-    print(READY_LINE.format(url=f"http://{args.host}:{sock.getsockname()[1]}"), flush=True)
-    with sock:
-        uvicorn.Server(config).run(sockets=[sock])
+    serve(_SERVICE, argv)
 
 
-def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m sources.demo.crm",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--db", type=Path, required=True, help="the SQLite file seed_crm made")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 lets the OS choose a free port")
-    return parser.parse_args(argv)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket; SO_REUSEADDR lets a restarted CRM take back its port at once."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    # Listening before the ready line is printed: early clients wait in the backlog, not refused.
-    sock.listen(128)
-    return sock
-
-
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    # uvicorn takes these signals while it serves and re-raises them once it has shut down;
-    # ending with status 0 then tells the parent the stop was clean.
-    raise SystemExit(0)
+_SERVICE = SqliteService(
+    prog="python -m sources.demo.crm",
+    description=__doc__,
+    db_help="the SQLite file seed_crm made",
+    missing_db="no CRM database at {db}: create it with seed_crm() first",
+    create_app=create_crm_app,
+    ready_line=READY_LINE,
+)
 
 
 if __name__ == "__main__":

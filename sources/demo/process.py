@@ -1,11 +1,13 @@
 """Run a demo service (`python -m <module>`) as a child process and stop it again.
 
-ServiceProcess      start -> wait for the ready line -> stop (reaped even if forgotten) -> restart
-├── CrmProcess      `python -m sources.demo.crm`, ready line "CRM listening on URL"
-└── StorefrontProcess  `python -m sources.demo.storefront`, "Storefront listening on URL"
+ServiceProcess        start -> wait for the ready line -> stop (reaped even if forgotten) -> restart
+└── SqliteServiceProcess `python -m MODULE --db PATH --host H --port P` (sqlite_service.py)
+    ├── CrmProcess        `sources.demo.crm`, ready line "CRM listening on URL"
+    └── StorefrontProcess `sources.demo.storefront`, "Storefront listening on URL"
 
-A subclass names its module and arguments and parses its ready line; restarting launches the
-same command again, so a service that remembers its ports from the ready line keeps them.
+A subclass names its module and arguments and its ready line, whose `url` and `port` say where
+the service listens; restarting launches the same command again with the port the ready line
+gave, so the service keeps it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import IO, ClassVar, Self
 
 # The directory that holds the `sources` package, so the child imports this very code.
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-_READY = re.compile(r"^CRM listening on (?P<url>http://[^\s:]+:(?P<port>\d+))$")
+_CRM_READY = re.compile(r"^CRM listening on (?P<url>http://[^\s:]+:(?P<port>\d+))$")
 _STOREFRONT_READY = re.compile(r"^Storefront listening on (?P<url>http://[^\s:]+:(?P<port>\d+))$")
 _STOP_GRACE_SECONDS = 5.0
 
@@ -36,12 +38,27 @@ class ServiceProcess(ABC):
 
     # Names the service in errors, e.g. "the CRM".
     label: ClassVar[str] = "the service"
+    # The child's first stdout line once it listens; groups `url` and `port` say where.
+    ready_pattern: ClassVar[re.Pattern[str]]
 
-    def __init__(self, *, timeout: float) -> None:
+    def __init__(self, *, host: str, port: int, timeout: float) -> None:
+        self._host = host
+        self._port = port
+        self._url = ""
         self._timeout = timeout
         self._process: subprocess.Popen[str] | None = None
         self._reaper: weakref.finalize[[subprocess.Popen[str], IO[bytes]], ServiceProcess] | None
         self._reaper = None
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. http://127.0.0.1:8765 (kept across restarts)."""
+        return self._url
+
+    @property
+    def port(self) -> int:
+        """The TCP port the service's HTTP API listens on (kept across restarts)."""
+        return self._port
 
     @property
     def running(self) -> bool:
@@ -79,10 +96,13 @@ class ServiceProcess(ABC):
         """The module to run and its arguments, e.g. ["sources.demo.crm", "--db", "crm.db"]."""
         ...
 
-    @abstractmethod
-    def _ready(self, line: str) -> bool:
-        """Whether `line` is the ready line; if so, remember where the service listens."""
-        ...
+    def _ready(self, line: str) -> re.Match[str] | None:
+        """The match if `line` is the ready line, having remembered where the service listens;
+        a subclass whose line says more reads the rest from the match."""
+        ready = self.ready_pattern.match(line)
+        if ready is not None:
+            self._url, self._port = ready["url"], int(ready["port"])
+        return ready
 
     def _secrets(self) -> dict[str, str]:
         """Environment variables for the child only: secrets never go into its argv."""
@@ -103,7 +123,7 @@ class ServiceProcess(ABC):
         # Should the owner forget to stop it (a crashed test), the child dies with this object.
         self._reaper = weakref.finalize(self, _reap_child, process, stderr)
         line = _first_line(process, self._timeout)
-        if not line or not self._ready(line.strip()):
+        if not line or self._ready(line.strip()) is None:
             message = _start_failure(self.label, line, self._timeout)
             output = self._reap()
             raise RuntimeError(f"{message} (exit code {process.returncode}); stderr:\n{output}")
@@ -121,78 +141,45 @@ class ServiceProcess(ABC):
         return output if isinstance(output, str) else ""
 
 
-class CrmProcess(ServiceProcess):
+class SqliteServiceProcess(ServiceProcess):
+    """A service serving one SQLite file in a child process (`sqlite_service.serve` is its
+    child side); build it with `start`."""
+
+    # The service's module, run as `python -m module`.
+    module: ClassVar[str]
+
+    def __init__(self, db_path: Path, *, host: str, port: int, timeout: float) -> None:
+        super().__init__(host=host, port=port, timeout=timeout)
+        self._db_path = db_path.resolve()
+
+    @classmethod
+    def start(
+        cls, db_path: Path, *, port: int = 0, timeout: float = 15, host: str = "127.0.0.1"
+    ) -> Self:
+        """Start the service over `db_path` and wait until it listens; port 0 picks a free one."""
+        service = cls(db_path, host=host, port=port, timeout=timeout)
+        service._launch()
+        return service
+
+    def _arguments(self) -> list[str]:
+        module = [self.module, "--db", str(self._db_path)]
+        return [*module, "--host", self._host, "--port", str(self._port)]
+
+
+class CrmProcess(SqliteServiceProcess):
     """The demo CRM serving one SQLite file in a child process; build it with `start`."""
 
     label = "the CRM"
-
-    def __init__(self, db_path: Path, *, host: str, port: int, timeout: float) -> None:
-        super().__init__(timeout=timeout)
-        self._db_path = db_path.resolve()
-        self._host = host
-        self._port = port
-        self._url = ""
-
-    @classmethod
-    def start(
-        cls, db_path: Path, *, port: int = 0, timeout: float = 15, host: str = "127.0.0.1"
-    ) -> CrmProcess:
-        """Start the CRM over `db_path` and wait until it listens; port 0 picks a free one."""
-        crm = cls(db_path, host=host, port=port, timeout=timeout)
-        crm._launch()
-        return crm
-
-    @property
-    def url(self) -> str:
-        """The base URL, e.g. http://127.0.0.1:8765 (kept across restarts)."""
-        return self._url
-
-    @property
-    def port(self) -> int:
-        """The TCP port the CRM listens on (kept across restarts)."""
-        return self._port
-
-    def _arguments(self) -> list[str]:
-        module = ["sources.demo.crm", "--db", str(self._db_path)]
-        return [*module, "--host", self._host, "--port", str(self._port)]
-
-    def _ready(self, line: str) -> bool:
-        ready = _READY.match(line)
-        if ready is not None:
-            self._url, self._port = ready["url"], int(ready["port"])
-        return ready is not None
+    module = "sources.demo.crm"
+    ready_pattern = _CRM_READY
 
 
-class StorefrontProcess(ServiceProcess):
+class StorefrontProcess(SqliteServiceProcess):
     """The storefront serving one SQLite file in a child process; build it with `start`."""
 
     label = "the storefront"
-
-    def __init__(self, db_path: Path, *, host: str, port: int, timeout: float) -> None:
-        super().__init__(timeout=timeout)
-        self._db_path = db_path.resolve()
-        self._host = host
-        self._port = port
-        self.url = ""
-
-    @classmethod
-    def start(
-        cls, db_path: Path, *, port: int = 0, timeout: float = 15, host: str = "127.0.0.1"
-    ) -> StorefrontProcess:
-        """Start the storefront over `db_path` and wait until it listens; port 0 picks one."""
-        storefront = cls(db_path, host=host, port=port, timeout=timeout)
-        storefront._launch()
-        return storefront
-
-    def _arguments(self) -> list[str]:
-        module = ["sources.demo.storefront", "--db", str(self._db_path)]
-        return [*module, "--host", self._host, "--port", str(self._port)]
-
-    def _ready(self, line: str) -> bool:
-        ready = _STOREFRONT_READY.match(line)
-        if ready is not None:
-            self.url, self._port = ready["url"], int(ready["port"])
-        return ready is not None
+    module = "sources.demo.storefront"
+    ready_pattern = _STOREFRONT_READY
 
 
 def _reap_child(process: subprocess.Popen[str], stderr: IO[bytes]) -> str:

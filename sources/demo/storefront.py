@@ -16,21 +16,17 @@ missed sync would; `StorefrontProcess` (process.py) runs this module as a child 
 
 from __future__ import annotations
 
-import argparse
-import signal
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import FastAPI, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StrictInt
 
-from sources.demo.crm import _listen
+from sources.demo.sqlite_service import SqliteService, serve
 from sources.demo.storefront_store import LOCATION, connect, seed_storefront
 
 __all__ = ["LOCATION", "create_storefront_app", "main", "seed_storefront"]
@@ -118,37 +114,17 @@ def _put(db_path: Path, sku: str, available: int, key: str | None) -> JSONRespon
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve the storefront until SIGTERM or SIGINT; the first stdout line says where."""
-    args = _arguments(argv)
-    if not args.db.is_file():
-        raise SystemExit(f"no storefront database at {args.db}: create it with seed_storefront()")
-    sock = _listen(args.host, args.port)
-    config = uvicorn.Config(
-        create_storefront_app(args.db),
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=3,
-    )
-    for handled in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(handled, _exit_cleanly)
-    print(READY_LINE.format(url=f"http://{args.host}:{sock.getsockname()[1]}"), flush=True)
-    with sock:
-        uvicorn.Server(config).run(sockets=[sock])
+    serve(_SERVICE, argv)
 
 
-def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m sources.demo.storefront",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--db", type=Path, required=True, help="the file seed_storefront made")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 lets the OS choose a free port")
-    return parser.parse_args(argv)
-
-
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
+_SERVICE = SqliteService(
+    prog="python -m sources.demo.storefront",
+    description=__doc__,
+    db_help="the file seed_storefront made",
+    missing_db="no storefront database at {db}: create it with seed_storefront()",
+    create_app=create_storefront_app,
+    ready_line=READY_LINE,
+)
 
 
 if __name__ == "__main__":
