@@ -29,6 +29,7 @@ from gateway.checkpoints import checkpointer_from_settings
 from gateway.config import GatewayConfig, load_config
 from gateway.connectors import build_connectors
 from gateway.console import console_router
+from gateway.counters import Windows
 from gateway.database import create_engine, create_schema
 from gateway.drift import drift_alerts, sweep_if_due
 from gateway.errors import Unauthenticated
@@ -90,8 +91,11 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         config=config,
         on_outcome=lambda action: _outcome(metrics, notifier, action),
     )
+    # One count of rate windows for principals and channels, shared across replicas if Redis.
+    windows = Windows(config.limits.counters, prefix=config.limits.counters_prefix)
     notifier = Notifier(
         engine=engine,
+        windows=windows,
         config=config,
         catalog=catalog,
         reads=reads,
@@ -113,7 +117,8 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         catalog=catalog,
         writes=writes,
         metrics=metrics,
-        rates=Rates(config.limits.rate),
+        rates=Rates(config.limits.rate, windows),
+        windows=windows,
         notifier=notifier,
         # A configured checkpoint directory without a usable signing key stops start-up here.
         checkpointer=checkpointer_from_settings(settings),

@@ -15,6 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from limits import parse_many
 from pydantic import (
@@ -473,6 +474,17 @@ class RateLimits(Strict):
     agent: Rate = "300/minute"
 
 
+def _counters(value: str) -> str:
+    if value != "memory://" and not value.startswith(("redis://", "rediss://")):
+        raise ValueError('"memory://", or a Redis URL: redis://host:port/db, rediss://...')
+    if value.startswith("redis") and not urlsplit(value).hostname:
+        raise ValueError("a Redis URL names its host: redis://host:port/db")
+    return value
+
+
+Counters = Annotated[str, AfterValidator(_counters)]
+
+
 class LimitsConfig(Strict):
     """Bounds on what one request may ask."""
 
@@ -490,6 +502,11 @@ class LimitsConfig(Strict):
     # Mutation fields one request (a document, or every operation of a batch) may run.
     max_mutations: int = Field(default=1, ge=1)
     rate: RateLimits = RateLimits()
+    # Where rate windows (principals' limits, channels' pacing) are counted: "memory://",
+    # each process its own, or a Redis URL ("redis://host:6379/0", "rediss://" for TLS)
+    # whose count every replica and worker shares, under `counters_prefix`.
+    counters: Counters = "memory://"
+    counters_prefix: str = Field(default="gatehouse", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class WritesConfig(Strict):

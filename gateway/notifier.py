@@ -22,6 +22,7 @@ from gateway.alerts import Alerts, Condition
 from gateway.catalog import Catalog
 from gateway.channels import EMAIL, build_channels
 from gateway.config import GatewayConfig
+from gateway.counters import Windows
 from gateway.notices import Notices
 from gateway.reads import Reads
 from gateway.sender import Sender
@@ -47,6 +48,7 @@ class Notifier:
         connectors: dict[str, Connector],
         approvers_for: Callable[[Action], list[str]],
         clock: Callable[[], datetime],
+        windows: Windows,
         on_delivery: Callable[[str, str], None] = lambda channel, outcome: None,
         conditions: list[Condition] | None = None,
     ) -> None:
@@ -70,6 +72,7 @@ class Notifier:
             channels=channels,
             rates=rates,
             config=notify,
+            windows=windows,
             clock=clock,
             on_delivery=on_delivery,
         )

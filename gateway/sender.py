@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from itertools import groupby
 
 from limits import parse
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -29,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway import outbox
 from gateway.channels import Channel, Parcel, Undelivered
 from gateway.config import NotifyConfig
+from gateway.counters import Windows
 from gateway.database import channel_states
 from gateway.outbox import Notification
 
@@ -48,13 +45,14 @@ class Sender:
         channels: dict[str, Channel],
         rates: dict[str, str],
         config: NotifyConfig,
+        windows: Windows,
         clock: Callable[[], datetime],
         on_delivery: Callable[[str, str], None] = lambda channel, outcome: None,
     ) -> None:
         self._engine = engine
         self._channels = channels
         self._rates = {name: parse(rate) for name, rate in rates.items()}
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._windows = windows
         self._config = config
         self._clock = clock
         self._on_delivery = on_delivery
@@ -96,10 +94,10 @@ class Sender:
     async def _paced(self, channel: str) -> datetime | None:
         """When the channel may take the next one, if its rate is spent now."""
         rate = self._rates.get(channel)
-        if rate is None or await self._limiter.hit(rate, channel):
+        if rate is None or await self._windows.hit(rate, "channel", channel):
             return None
-        stats = await self._limiter.get_window_stats(rate, channel)
-        return self._clock() + timedelta(seconds=max(1, math.ceil(stats.reset_time - time.time())))
+        wait = await self._windows.reset_in(rate, "channel", channel)
+        return self._clock() + timedelta(seconds=wait)
 
     async def _send_one(self, notification: Notification) -> int:
         channel = self._channels.get(notification.channel)

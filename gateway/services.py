@@ -11,6 +11,7 @@ from gateway.authz import Policy
 from gateway.catalog import Catalog
 from gateway.checkpoints import Checkpointer
 from gateway.config import Classification, GatewayConfig
+from gateway.counters import Windows
 from gateway.metrics import Metrics
 from gateway.notifier import Notifier
 from gateway.oidc import OpenIdClient
@@ -39,6 +40,7 @@ class Services:
     writes: Writes
     metrics: Metrics
     rates: Rates
+    windows: Windows  # the rate windows' counters, which `rates` and `notifier` count in
     sign_ins: SignIns  # console sign-ins: audited, failures throttled
     notifier: Notifier
     checkpointer: Checkpointer | None = None  # signed checkpoints of the audit trail, if set
@@ -54,6 +56,7 @@ class Services:
     async def close(self) -> None:
         """Release every connector's connections."""
         await self.notifier.close()
+        await self.windows.close()
         for connector in self.connectors.values():
             await connector.close()
         await self.engine.dispose()
