@@ -8,15 +8,20 @@
              the secret)
     email    SMTP with STARTTLS before AUTH, credentials from the environment
 
-A send either returns (delivered) or raises `Undelivered`: `gone` when the receiver says
-it will never take one again (HTTP 410), which turns the channel off.
+The sender opens a channel's `session` for each round's batch and sends through it: for
+e-mail one SMTP connection (STARTTLS and AUTH once), made again after any failure; for HTTP
+the shared client's pool. A send either returns (delivered) or raises `Undelivered`: `gone`
+when the receiver says it will never take one again (HTTP 410), which turns the channel off.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
+from email.message import EmailMessage
 from typing import Protocol
 
 import aiosmtplib
@@ -48,11 +53,14 @@ class Parcel:
     created_at: datetime
 
 
+Send = Callable[[Parcel], Awaitable[None]]  # deliver one parcel, or raise Undelivered
+
+
 class Channel(Protocol):
     """Somewhere notifications go."""
 
-    async def send(self, parcel: Parcel) -> None:
-        """Deliver it, or raise Undelivered."""
+    def session(self) -> AbstractAsyncContextManager[Send]:
+        """Send a batch through what it holds open for the batch."""
         ...
 
 
@@ -65,6 +73,11 @@ class HttpChannel:
         self._client = client
         self._signer = Webhook(config.secret) if config.secret else None
         self._slack = config.kind is ChannelKind.SLACK
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Send]:
+        """The shared HTTP client keeps its connections alive across batches already."""
+        yield self.send
 
     async def send(self, parcel: Parcel) -> None:
         """POST the message; any 2xx is delivered."""
@@ -103,32 +116,64 @@ class EmailChannel:
         self._timeout = timeout
         self._tls = ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
 
-    async def send(self, parcel: Parcel) -> None:
-        """One SMTP session per message: mail servers drop idle connections anyway."""
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Send]:
+        """One SMTP connection for a batch: a storm of approvals is not a TLS handshake and a
+        login per message. Dropped after any failure (its state is then unknown) and made
+        again for the next message; closed with QUIT after the batch."""
+        held: list[aiosmtplib.SMTP] = []
+
+        async def send(parcel: Parcel) -> None:
+            try:
+                with _handing_over():
+                    if not held:
+                        held.append(await self._connected())
+                    await held[0].send_message(self._mail(parcel))
+            except BaseException:  # a timeout's cancellation too: the connection is unusable
+                if held:
+                    held.pop().close()
+                raise
+
+        try:
+            yield send
+        finally:
+            if held:
+                with suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                    await held[0].quit()
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(
+            hostname=self._smtp.host,
+            port=self._smtp.port,
+            start_tls=self._smtp.starttls,
+            use_tls=False,
+            username=self._smtp.username,
+            password=self._smtp.password,
+            tls_context=self._tls,
+            timeout=self._timeout,
+        )
+        await client.connect()  # STARTTLS, then AUTH when a username is set
+        return client
+
+    def _mail(self, parcel: Parcel) -> EmailMessage:
         recipients = [parcel.address] if parcel.address else self._to
-        mail = email(
+        return email(
             parcel.message,
             sender=self._smtp.sender,
             to=", ".join(recipients),
             notification_id=parcel.id,
         )
-        try:
-            await aiosmtplib.send(
-                mail,
-                hostname=self._smtp.host,
-                port=self._smtp.port,
-                start_tls=self._smtp.starttls,
-                use_tls=False,
-                username=self._smtp.username,
-                password=self._smtp.password,
-                tls_context=self._tls,
-                timeout=self._timeout,
-            )
-        except aiosmtplib.SMTPResponseException as exc:
-            # 5xx: the server refuses this message for good; retrying cannot help it.
-            raise Undelivered(f"the mail server answered {exc.code}", gone=False) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise Undelivered(f"could not hand the mail over ({type(exc).__name__})") from None
+
+
+@contextmanager
+def _handing_over() -> Iterator[None]:
+    """The mail server's failures, as undelivered notifications."""
+    try:
+        yield
+    except aiosmtplib.SMTPResponseException as exc:
+        raise Undelivered(f"the mail server answered {exc.code}", gone=False) from None
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        raise Undelivered(f"could not hand the mail over ({type(exc).__name__})") from None
 
 
 def build_channels(

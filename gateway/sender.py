@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from itertools import groupby
 
@@ -23,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway import outbox
-from gateway.channels import Channel, Parcel, Undelivered
+from gateway.channels import Channel, Parcel, Send, Undelivered
 from gateway.config import NotifyConfig
 from gateway.counters import Windows
 from gateway.database import channel_states
@@ -74,16 +75,18 @@ class Sender:
         )
         return sum(results)
 
-    async def _send_all(self, channel: str, batch: list[Notification], disabled: bool) -> int:
+    async def _send_all(self, name: str, batch: list[Notification], disabled: bool) -> int:
         sent = 0
-        for notification in batch:
-            if disabled:
-                await self._record(notification, GONE, final=True)
-            elif (wait := await self._paced(channel)) is not None:
-                async with self._engine.begin() as connection:
-                    await outbox.later(connection, notification, wait, None)
-            elif (held := await self._hold(notification)) is not None:
-                sent += await self._send_one(held)
+        channel = self._channels.get(name)
+        async with channel.session() if channel is not None else nullcontext() as send:
+            for notification in batch:
+                if disabled:
+                    await self._record(notification, GONE, final=True)
+                elif (wait := await self._paced(name)) is not None:
+                    async with self._engine.begin() as connection:
+                        await outbox.later(connection, notification, wait, None)
+                elif (held := await self._hold(notification)) is not None:
+                    sent += await self._send_one(held, send)
         return sent
 
     async def _hold(self, notification: Notification) -> Notification | None:
@@ -99,9 +102,8 @@ class Sender:
         wait = await self._windows.reset_in(rate, "channel", channel)
         return self._clock() + timedelta(seconds=wait)
 
-    async def _send_one(self, notification: Notification) -> int:
-        channel = self._channels.get(notification.channel)
-        if channel is None:  # the configuration no longer has it
+    async def _send_one(self, notification: Notification, send: Send | None) -> int:
+        if send is None:  # the configuration no longer has its channel
             await self._record(notification, "no such channel in the configuration", final=True)
             return 0
         parcel = Parcel(
@@ -109,7 +111,7 @@ class Sender:
         )
         try:
             async with asyncio.timeout(self._config.timeout + 1):
-                await channel.send(parcel)
+                await send(parcel)
         except Undelivered as undelivered:
             await self._record(
                 notification, undelivered.reason, final=undelivered.gone, gone=undelivered.gone

@@ -123,8 +123,16 @@ class MailHandler:
             envelope_to=list(envelope.rcpt_tos),
             tls=session.ssl is not None,
             login=login,
+            peer=_address(session.peer),
         )
         return "250 Message accepted for delivery"
+
+
+def _address(peer: object) -> str | None:
+    """`127.0.0.1:51234`: where the client's connection comes from."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) if peer else None
 
 
 @dataclass(frozen=True)

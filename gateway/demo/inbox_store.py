@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS mails (
     envelope_to TEXT NOT NULL,
     tls INTEGER NOT NULL,
     login TEXT,
-    raw BLOB NOT NULL
+    raw BLOB NOT NULL,
+    peer TEXT
 );
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -60,6 +61,7 @@ class Mail:
     tls: bool
     login: str | None
     raw: bytes
+    peer: str | None  # the client's address and port: one per SMTP connection
 
     def to_json(self) -> Json:
         """The message as `GET /api/messages` shows it."""
@@ -71,6 +73,7 @@ class Mail:
             "envelope_to": self.envelope_to,
             "tls": self.tls,
             "login": self.login,
+            "peer": self.peer,
             "from": str(message.get("From", "")),
             "to": str(message.get("To", "")),
             "subject": str(message.get("Subject", "")),
@@ -119,6 +122,9 @@ class InboxStore:
         self._db = sqlite3.connect(db_path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(mails)")}
+        if "peer" not in columns:  # an inbox kept from before connections were noted
+            self._db.execute("ALTER TABLE mails ADD COLUMN peer TEXT")
 
     def close(self) -> None:
         """Close the file."""
@@ -132,24 +138,25 @@ class InboxStore:
         envelope_to: list[str],
         tls: bool,
         login: str | None,
+        peer: str | None = None,
     ) -> int:
         """Keep one delivered message; its id."""
         cursor = self._db.execute(
-            "INSERT INTO mails (received_at, envelope_from, envelope_to, tls, login, raw)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (_now(), envelope_from, json.dumps(envelope_to), tls, login, raw),
+            "INSERT INTO mails (received_at, envelope_from, envelope_to, tls, login, raw, peer)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (_now(), envelope_from, json.dumps(envelope_to), tls, login, raw, peer),
         )
         return _rowid(cursor)
 
     def mails(self) -> list[Mail]:
         """Every message, oldest first."""
         rows = self._db.execute(
-            "SELECT id, received_at, envelope_from, envelope_to, tls, login, raw"
+            "SELECT id, received_at, envelope_from, envelope_to, tls, login, raw, peer"
             " FROM mails ORDER BY id"
         )
         return [
-            Mail(i, at, sender, json.loads(to), bool(tls), login, raw)
-            for i, at, sender, to, tls, login, raw in rows
+            Mail(i, at, sender, json.loads(to), bool(tls), login, raw, peer)
+            for i, at, sender, to, tls, login, raw, peer in rows
         ]
 
     def clear_mails(self) -> None:

@@ -525,6 +525,23 @@ async def test_a_storm_is_paced_per_receiver_and_nothing_is_lost(
     assert len(inbox.hooks("slack")) == 25
 
 
+async def test_a_storm_of_mail_goes_over_one_smtp_connection_per_round(
+    told: Services, inbox: InboxProcess
+) -> None:
+    for _ in range(12):
+        await pending(told)
+    await rounds(told)
+    mails = inbox.wait_for_messages(12)
+    assert len(mails) == 12
+    assert all(mail["tls"] and mail["login"] == "gatehouse" for mail in mails)
+    # STARTTLS and AUTH once for the round, not once per message.
+    assert len({mail["peer"] for mail in mails}) == 1
+    await pending(told)
+    await rounds(told)
+    (*_, later) = inbox.wait_for_messages(13)
+    assert later["peer"] != mails[0]["peer"]  # closed after its round: a new one
+
+
 async def test_failed_actions_open_an_alert_to_the_owner_of_their_entity(
     write_config: GatewayConfig, backend: Backend, inbox: InboxProcess
 ) -> None:
