@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import smtplib
+import sqlite3
 import ssl
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -17,6 +18,7 @@ from playwright.sync_api import Browser, expect, sync_playwright
 
 from gateway.demo.inbox_page import mrkdwn, slack_lines
 from gateway.demo.inbox_process import InboxProcess
+from gateway.demo.inbox_store import InboxStore
 
 CHROMIUM = Path("/usr/bin/chromium")
 USER = "gatehouse"
@@ -335,3 +337,29 @@ def test_mrkdwn_renders_links_and_emphasis_and_escapes_the_rest() -> None:
         "<strong>Order</strong> <em>O-9</em> <code>placeOrder</code>"
         ' <a href="https://c/a/9" rel="noreferrer" target="_blank">open</a> x !here 1 &lt; 2'
     )
+
+
+def test_an_inbox_kept_from_before_connections_were_noted_still_takes_mail(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "inbox.db"
+    with sqlite3.connect(path) as old:  # the mails table as an earlier inbox made it
+        old.execute(
+            "CREATE TABLE mails (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL,"
+            " envelope_from TEXT NOT NULL, envelope_to TEXT NOT NULL, tls INTEGER NOT NULL,"
+            " login TEXT, raw BLOB NOT NULL)"
+        )
+    store = InboxStore(path)
+    try:
+        store.add_mail(
+            b"Subject: hi\r\n\r\nhello",
+            envelope_from="a@b.c",
+            envelope_to=["d@e.f"],
+            tls=True,
+            login=None,
+            peer="127.0.0.1:40000",
+        )
+        (mail,) = store.mails()
+        assert mail.peer == "127.0.0.1:40000"
+    finally:
+        store.close()
