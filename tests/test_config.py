@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
-from gateway.demo import CONFIG_TEMPLATE, DemoEstate
+from gateway.demo import CONFIG_TEMPLATE, TRYTON_CONFIG_TEMPLATE, DemoEstate
 from gateway.errors import ConfigError
 from tests.serving import serve_refused
 
@@ -150,3 +150,22 @@ def test_serve_with_bad_action_exits_2_naming_the_key(
     assert done.returncode == 2, done.stderr
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_tryton_estate_contracts_each_entitys_key_as_the_demo_does(
+    environ: dict[str, str],
+) -> None:
+    # Agents and apps read one contract whichever ERP answers: a key is never null in either.
+    tryton_environ = {
+        **environ,
+        "GATEHOUSE_TRYTON_URL": "http://127.0.0.1:8000/",
+        "GATEHOUSE_TRYTON_DATABASE": "tryton",
+        "GATEHOUSE_TRYTON_USER": "gatehouse",
+    }
+    demo = load_config(CONFIG_TEMPLATE, environ=environ)
+    tryton = load_config(TRYTON_CONFIG_TEMPLATE, environ=tryton_environ)
+    for name, entity in demo.entities.items():
+        assert entity.fields[entity.key].required, name
+        other = tryton.entities[name]
+        assert other.key == entity.key, name
+        assert other.fields[other.key].required, name
