@@ -31,9 +31,9 @@ def decode_cursor(entity: str, cursor: str | None, *, argument: str = "after") -
     return raw[len(prefix) :]
 
 
-def page_size(first: int | None, *, default: int, maximum: int) -> int:
-    """`first`, checked against 1..maximum."""
+def page_size(first: int | None, *, default: int, maximum: int, argument: str = "first") -> int:
+    """`first` (or the argument named, such as `last`), checked against 1..maximum."""
     size = default if first is None else first
     if not 1 <= size <= maximum:
-        raise InvalidArgument("first", f"must be between 1 and {maximum}, got {size}")
+        raise InvalidArgument(argument, f"must be between 1 and {maximum}, got {size}")
     return size

@@ -49,7 +49,9 @@ from gateway.telemetry import current_trace_id, tracer
 
 log = logging.getLogger("gatehouse.graphql")
 
-_LIST_ARGUMENTS = ("first", "skus")
+# How many items a list may hold: a page's size either way (`last` pages the ledger newer),
+# or the keys asked for.
+_LIST_ARGUMENTS = ("first", "last", "skus")
 # graphql-core's words when the parser stops at `max_tokens`.
 _TOKEN_LIMIT = re.compile(r"Document contains more than (\d+) tokens")
 

@@ -288,17 +288,14 @@ class ActionQueries:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[AuditEventNode]:
-        if not info.context.services.policy.decide(info.context.principal, "audit", "read").allowed:
-            raise Forbidden(f"{info.context.principal.id} may not read the audit trail")
+        require_audit_reader(info)
         limits = info.context.services.config.limits
         size = page_size(first, default=limits.default_page_size, maximum=limits.max_page_size)
         raw = _uncursor(after)
         if raw is not None and not raw.isdecimal():
             raise InvalidArgument("after", "not a cursor of the audit trail")
         f = filter or AuditFilter()
-        for name, value in (("filter.since", f.since), ("filter.until", f.until)):
-            if value is not None and value.tzinfo is None:
-                raise InvalidArgument(name, "give a time zone, e.g. 2026-11-23T10:00:00Z")
+        require_aware_period(f.since, f.until)
         events, more = await info.context.services.audit.query(
             since=f.since,
             until=f.until,
@@ -313,6 +310,19 @@ class ActionQueries:
         edges = [Edge(node=_event(e), cursor=_cursor(str(e.seq))) for e in events]
         end = edges[-1].cursor if edges else None
         return Connection(edges=edges, page_info=PageInfo(has_next_page=more, end_cursor=end))
+
+
+def require_audit_reader(info: Info) -> None:
+    """Raise Forbidden unless policy lets the caller read the audit trail (compliance)."""
+    if not info.context.services.policy.decide(info.context.principal, "audit", "read").allowed:
+        raise Forbidden(f"{info.context.principal.id} may not read the audit trail")
+
+
+def require_aware_period(since: datetime | None, until: datetime | None) -> None:
+    """Refuse a `filter.since` or `filter.until` without a time zone: whose 10:00 is it?"""
+    for name, value in (("filter.since", since), ("filter.until", until)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidArgument(name, "give a time zone, e.g. 2026-11-23T10:00:00Z")
 
 
 def _event(event: StoredEvent) -> AuditEventNode:

@@ -27,12 +27,15 @@ from gateway.graphql.extensions import (
     document_cache,
     query_limits,
 )
+from gateway.graphql.ledger import LedgerQueries
 from gateway.graphql.mutations import ActionQueries, build_mutation, untypeable_input
 from gateway.graphql.owners import OwnerQueries
 from gateway.graphql.queries import Query as ReadQueries
 from sources.actions import ActionKind
 
-Query = merge_types("Query", (ReadQueries, ActionQueries, DriftQueries, OwnerQueries))
+Query = merge_types(
+    "Query", (ReadQueries, ActionQueries, LedgerQueries, DriftQueries, OwnerQueries)
+)
 
 log = logging.getLogger("gatehouse.graphql")
 # graphql-core appends its suggestions to the end of a message.

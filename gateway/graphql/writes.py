@@ -7,6 +7,7 @@ pipeline share one definition of every input.
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -125,11 +126,7 @@ class ActionNode:
 
     @strawberry.field(description="The input; personal data masked unless you are granted it.")
     def input(self, info: Info) -> JSON:
-        catalog = info.context.services.catalog
-        kind = catalog.get(self.stored.kind)
-        if kind is None or info.context.granted_classification(kind.entity, "pii"):
-            return _json(self.stored.input)
-        return _json(catalog.masked(kind.kind, self.stored.input))
+        return shown_input(info, self.stored.kind, self.stored.input)
 
     @strawberry.field
     def decision(self) -> PolicyDecision:
@@ -202,6 +199,15 @@ class ActionNode:
     @strawberry.field
     def expires_at(self) -> datetime | None:
         return self.stored.expires_at
+
+
+def shown_input(info: Info, kind_name: str, values: Mapping[str, Any]) -> JSON:
+    """An action's input as the caller may see it: personal data masked unless granted."""
+    catalog = info.context.services.catalog
+    kind = catalog.get(kind_name)
+    if kind is None or info.context.granted_classification(kind.entity, "pii"):
+        return _json(values)
+    return _json(catalog.masked(kind.kind, values))
 
 
 def _json(value: Any) -> JSON:
