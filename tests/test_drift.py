@@ -132,7 +132,14 @@ async def test_sweep_storefront_off_by_units_reports_both_values_and_ages(
     assert first.copy_value == str(levels["SKU-0040"] + 3)
     assert first.copy_updated_at == drifting_estate.estate.as_of  # the storefront's own stamp
     assert first.age(first.copy_updated_at) is not None
-    assert first.record_updated_at is None  # stock levels carry no time in the contract
+    # The ERP's side says when its stock at WH-BER last changed (levels.updated_at).
+    (erp_level,) = [
+        level
+        for level in drifting_estate.estate.stock_levels
+        if (level.sku, level.location) == ("SKU-0040", "WH-BER")
+    ]
+    assert first.record_updated_at == erp_level.updated_at
+    assert first.age(first.record_updated_at) is not None
     assert report.drifting
 
 
@@ -170,6 +177,9 @@ async def test_sweep_difference_within_delay_lags_then_drifts(
 ) -> None:
     raw = drifting_estate.config.model_dump(by_alias=True)
     raw["entities"]["InventoryItem"]["copies"]["storefront"]["delay"] = 300
+    # Timed from when the sweep first saw it: the seeded ERP stock changed long ago, and a
+    # difference older than `delay` since the record changed is drift at once (tested below).
+    raw["entities"]["InventoryItem"]["copies"]["storefront"]["record_updated_at"] = None
     config = GatewayConfig.model_validate(raw)
     services = services_for(config, database_url)
     await start(services)
@@ -184,6 +194,24 @@ async def test_sweep_difference_within_delay_lags_then_drifts(
         later = _report(await _sweep_at(services, now + timedelta(seconds=301)), "InventoryItem")
         assert {f.status for f in later.findings} == {DriftStatus.DRIFT}
         assert {f.first_seen for f in later.findings} == {now}
+    finally:
+        await services.close()
+
+
+async def test_sweep_difference_older_than_delay_since_the_record_changed_drifts_at_once(
+    drifting_estate: Drifting, database_url: str
+) -> None:
+    raw = drifting_estate.config.model_dump(by_alias=True)
+    raw["entities"]["InventoryItem"]["copies"]["storefront"]["delay"] = 300
+    config = GatewayConfig.model_validate(raw)
+    services = services_for(config, database_url)
+    await start(services)
+    try:
+        now = datetime.now(UTC)
+        stock = _report(await _sweep_at(services, now), "InventoryItem")
+        # The ERP's stock changed at the seed's time, well over five minutes ago.
+        assert {f.status for f in stock.findings} == {DriftStatus.DRIFT}
+        assert all(f.record_updated_at is not None for f in stock.findings)
     finally:
         await services.close()
 
