@@ -26,13 +26,20 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLField,
+    GraphQLInterfaceType,
+    GraphQLNamedType,
+    GraphQLObjectType,
+    GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
     ListValueNode,
+    NamedTypeNode,
     Node,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationRule,
+    get_named_type,
     get_operation_ast,
     parse,
 )
@@ -52,6 +59,8 @@ log = logging.getLogger("gatehouse.graphql")
 # How many items a list may hold: a page's size either way (`last` pages the ledger newer),
 # or the keys asked for.
 _LIST_ARGUMENTS = ("first", "last", "skus")
+# A field taking one of these is a page: left out, the default page size applies.
+_PAGE_ARGUMENTS = frozenset({"first", "last"})
 # graphql-core's words when the parser stops at `max_tokens`.
 _TOKEN_LIMIT = re.compile(r"Document contains more than (\d+) tokens")
 
@@ -63,8 +72,10 @@ def query_limits(limits: LimitsConfig) -> list[Callable[[], SchemaExtension]]:
     class QueryLimits(ValidationRule):
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
             fragments = _fragments(self.context.document.definitions)
-            measure = _Measure(fragments, limits.max_page_size)
-            depth, cost = measure.selection(node.selection_set, 0)
+            schema = self.context.schema
+            measure = _Measure(fragments, schema, limits.max_page_size, limits.default_page_size)
+            root = schema.get_root_type(node.operation)
+            depth, cost = measure.selection(node.selection_set, 0, root)
             aliases = count_fields_with_alias(node, fragments)
             if depth > limits.max_depth:
                 self._reject("max_depth", f"query depth {depth} exceeds", limits.max_depth, node)
@@ -127,10 +138,10 @@ def _mutation_fields(execution: ExecutionContext) -> int:
     operation = get_operation_ast(document, execution.operation_name)
     if operation is None:
         return 0
-    measure = _Measure(_fragments(document.definitions), 1)
+    measure = _Measure(_fragments(document.definitions))
     return sum(
         1
-        for field, _ in measure.fields(operation.selection_set)
+        for field, _, _ in measure.fields(operation.selection_set, None)
         if not field.name.value.startswith("__")
     )
 
@@ -151,40 +162,64 @@ class NoIntrospection(ValidationRule):
 
 
 class _Measure:
-    """Depth, and cost: one per field, times the page size of every list it sits in."""
+    """Depth, and cost: one per field, times the page size of every list it sits in.
 
-    def __init__(self, fragments: dict[str, FragmentDefinitionNode], max_page: int) -> None:
+    A page asked for without its size counts at the default page size, which is what it
+    returns; the schema says which fields are pages, so the walk follows the types."""
+
+    def __init__(
+        self,
+        fragments: dict[str, FragmentDefinitionNode],
+        schema: GraphQLSchema | None = None,
+        max_page: int = 1,
+        default_page: int = 1,
+    ) -> None:
         self.fragments = fragments
+        self.schema = schema
         self.max_page = max_page
+        self.default_page = default_page
         self.seen: set[str] = set()
 
-    def selection(self, selection_set: SelectionSetNode | None, depth: int) -> tuple[int, int]:
+    def selection(
+        self, selection_set: SelectionSetNode | None, depth: int, parent: GraphQLNamedType | None
+    ) -> tuple[int, int]:
         if selection_set is None:
             return depth, 0
         deepest, cost = depth, 0
-        for field, nested in self.fields(selection_set):
-            multiplier = self._multiplier(field) if nested is not None else 1
-            child_depth, child_cost = self.selection(nested, depth + 1)
+        for field, nested, owner in self.fields(selection_set, parent):
+            definition = _definition(owner, field.name.value)
+            multiplier = self._multiplier(field, definition) if nested is not None else 1
+            child = None if definition is None else get_named_type(definition.type)
+            child_depth, child_cost = self.selection(nested, depth + 1, child)
             deepest = max(deepest, child_depth if nested is not None else depth + 1)
             cost += 1 + multiplier * child_cost
         return deepest, cost
 
     def fields(
-        self, selection_set: SelectionSetNode
-    ) -> Iterator[tuple[FieldNode, SelectionSetNode | None]]:
+        self, selection_set: SelectionSetNode, parent: GraphQLNamedType | None
+    ) -> Iterator[tuple[FieldNode, SelectionSetNode | None, GraphQLNamedType | None]]:
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
-                yield selection, selection.selection_set
+                yield selection, selection.selection_set, parent
             elif isinstance(selection, InlineFragmentNode):
-                yield from self.fields(selection.selection_set)
+                owner = self._type(selection.type_condition, parent)
+                yield from self.fields(selection.selection_set, owner)
             elif isinstance(selection, FragmentSpreadNode):
                 fragment = self.fragments.get(selection.name.value)
                 if fragment is not None and selection.name.value not in self.seen:
                     self.seen.add(selection.name.value)  # a fragment cycle is its own error
-                    yield from self.fields(fragment.selection_set)
+                    owner = self._type(fragment.type_condition, parent)
+                    yield from self.fields(fragment.selection_set, owner)
                     self.seen.discard(selection.name.value)
 
-    def _multiplier(self, field: FieldNode) -> int:
+    def _type(
+        self, condition: NamedTypeNode | None, parent: GraphQLNamedType | None
+    ) -> GraphQLNamedType | None:
+        if condition is None or self.schema is None:
+            return parent
+        return self.schema.get_type(condition.name.value)
+
+    def _multiplier(self, field: FieldNode, definition: GraphQLField | None) -> int:
         for argument in field.arguments or ():
             if argument.name.value not in _LIST_ARGUMENTS:
                 continue
@@ -194,7 +229,17 @@ class _Measure:
             if isinstance(value, ListValueNode):
                 return max(1, len(value.values))
             return self.max_page  # a variable: assume the largest page it could ask for
+        if definition is not None and _PAGE_ARGUMENTS & set(definition.args):
+            return self.default_page
         return 1
+
+
+def _definition(owner: GraphQLNamedType | None, name: str) -> GraphQLField | None:
+    """The field `name` of an object or interface type (unknown names fail validation)."""
+    if isinstance(owner, GraphQLObjectType | GraphQLInterfaceType):
+        found: GraphQLField | None = owner.fields.get(name)
+        return found
+    return None
 
 
 def document_cache(maxsize: int) -> type[SchemaExtension]:

@@ -183,3 +183,29 @@ async def test_introspection_and_suggestions_where_the_configuration_allows(
     typo = await run_query(services, '{ custmer(id: "C-00001") { id } }')
     assert typo.errors is not None
     assert "Did you mean 'customer'" in typo.errors[0].message
+
+
+NESTED_PAGES = "{ customers%s { edges { node { orders%s { edges { node { id } } } } } } }"
+
+
+async def test_pages_asked_without_a_size_cost_the_default_page_size(
+    config: GatewayConfig, database_url: str
+) -> None:
+    # 20 customers, each with 20 orders: what the pages return when `first` is left out.
+    limits = config.limits.model_copy(update={"max_complexity": 300})
+    services = services_for(config.model_copy(update={"limits": limits}), database_url)
+    try:
+        await start(services)
+        unsized = await run_query(services, NESTED_PAGES % ("", ""))
+        assert "max_complexity" in _refusal(unsized, "max_complexity")
+        assert source_calls(services) == 0
+        # The same through a fragment on the connection's type: the walk follows the types.
+        spread = (
+            "{ customers { ...page } } fragment page on CustomerConnection "
+            "{ edges { node { orders { edges { node { id } } } } } }"
+        )
+        _refusal(await run_query(services, spread), "max_complexity")
+        sized = await run_query(services, NESTED_PAGES % ("(first: 2)", "(first: 2)"))
+        assert sized.errors is None
+    finally:
+        await services.close()
