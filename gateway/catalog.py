@@ -72,9 +72,12 @@ class Catalog:
         return self._bound[kind].source
 
     def masked(self, kind: str, values: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """`values` of an action's input or diff with its personal data hidden."""
+        """`values` of an action's input or diff with its personal data hidden; all of them
+        for a kind no longer configured, since nothing says which of its fields are personal."""
         found = self.get(kind)
-        return masked(values, frozenset() if found is None else found.pii_fields)
+        if found is None:
+            return masked(values, frozenset(values or ()))
+        return masked(values, found.pii_fields)
 
 
 def load_catalog(

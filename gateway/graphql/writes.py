@@ -205,9 +205,9 @@ def shown_input(info: Info, kind_name: str, values: Mapping[str, Any]) -> JSON:
     """An action's input as the caller may see it: personal data masked unless granted."""
     catalog = info.context.services.catalog
     kind = catalog.get(kind_name)
-    if kind is None or info.context.granted_classification(kind.entity, "pii"):
+    if kind is not None and info.context.granted_classification(kind.entity, "pii"):
         return _json(values)
-    return _json(catalog.masked(kind.kind, values))
+    return _json(catalog.masked(kind_name, values))
 
 
 def _json(value: Any) -> JSON:

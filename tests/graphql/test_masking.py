@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.catalog import Catalog
 from gateway.services import Services
+from sources.actions import MASK
 from tests.factories import run_query
 
 MIXED = """
@@ -104,3 +106,13 @@ async def test_an_agents_audited_reads_are_the_fields_its_response_holds(
     (event,) = (await services.audit.query(limit=10))[0]
     # The unknown customer had no balance to read: its creditLimit was never shown.
     assert event.payload["fields"] == ["Balance.outstanding"]
+
+
+def test_an_action_of_a_kind_no_longer_configured_is_shown_all_masked() -> None:
+    # Nothing says which of its fields were personal: none is shown rather than any.
+    stored = {"customer_id": "C-00001", "email": "new@example.com", "phone": None}
+    assert Catalog({}).masked("customer.update_contact", stored) == {
+        "customer_id": MASK,
+        "email": MASK,
+        "phone": None,
+    }
