@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
@@ -111,6 +111,42 @@ class SourceStats:
         if self.last_error_at is None:
             return None if self.last_ok_at is None else True
         return self.last_ok_at is not None and self.last_ok_at > self.last_error_at
+
+
+class Named(Protocol):
+    """An entity's mapping onto a system: what `Mapped` keys it by."""
+
+    @property
+    def name(self) -> str:
+        """The entity's name, or a copy's."""
+        ...
+
+
+M = TypeVar("M", bound=Named)
+
+
+class Mapped(Generic[M]):
+    """A connector's mapped entities by name, and the copies mapped beside them: copies of
+    fields whose system of record is elsewhere are read like entities (`page`, `read_many`)
+    but not listed as entities of this system."""
+
+    def __init__(self, entities: Iterable[M]) -> None:
+        self._entities = {entity.name: entity for entity in entities}
+        self._copies: set[str] = set()
+
+    def entities(self) -> Sequence[str]:
+        """The entities this connector is mapped to."""
+        return [name for name in self._entities if name not in self._copies]
+
+    def map_copies(self, copies: Iterable[M]) -> None:
+        """Map copies of fields held in this system for another's records."""
+        for mapping in copies:
+            self._entities[mapping.name] = mapping
+            self._copies.add(mapping.name)
+
+    def copies(self) -> Sequence[str]:
+        """The names of the copies mapped on this connector."""
+        return sorted(self._copies)
 
 
 class Connector(Protocol):

@@ -22,7 +22,7 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from sources.breaker import Breaker
-from sources.connector import Filters, Page, SourceStats
+from sources.connector import Filters, Mapped, Page, SourceStats
 from sources.errors import (
     InvalidPosition,
     SourceConflict,
@@ -59,7 +59,7 @@ class HttpEntity:
     total: str | None = "total"  # where a list answer says how many records match in all
 
 
-class HttpConnector:
+class HttpConnector(Mapped[HttpEntity]):
     """Reads entities from a JSON REST API over one pooled httpx client."""
 
     kind = "http"
@@ -81,26 +81,10 @@ class HttpConnector:
         self.url = url
         self.timeout = timeout
         self.stats = SourceStats(breaker=breaker or Breaker())
-        self._entities = {entity.name: entity for entity in entities}
-        self._copies: set[str] = set()
+        Mapped.__init__(self, entities)
         self.client = httpx.AsyncClient(
             base_url=url, timeout=timeout, headers=dict(headers or {}), transport=transport
         )
-
-    def entities(self) -> Sequence[str]:
-        """The entities this connector is mapped to."""
-        return [name for name in self._entities if name not in self._copies]
-
-    def map_copies(self, copies: Iterable[HttpEntity]) -> None:
-        """Map copies of fields whose system of record is elsewhere: read like entities
-        (`page`, `read_many`), not listed as entities of this system."""
-        for mapping in copies:
-            self._entities[mapping.name] = mapping
-            self._copies.add(mapping.name)
-
-    def copies(self) -> Sequence[str]:
-        """The names of the copies mapped on this connector."""
-        return sorted(self._copies)
 
     async def read(self, entity: str, key: str) -> Record | None:
         """One record by key, or None on 404."""

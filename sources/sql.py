@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql import ColumnElement, TableClause, column, table
 
 from sources.breaker import Breaker
-from sources.connector import Filters, Page, SourceStats
+from sources.connector import Filters, Mapped, Page, SourceStats
 from sources.errors import (
     SourceDataError,
     SourceError,
@@ -84,7 +84,7 @@ class SqlEntity:
         raise ValueError(f"{self.name} has no field '{name}'")
 
 
-class SqlConnector:
+class SqlConnector(Mapped[SqlEntity]):
     """Reads entities from a SQL database through SQLAlchemy's async engine."""
 
     kind = "sql"
@@ -104,8 +104,7 @@ class SqlConnector:
         self.timeout = timeout
         self.schema = schema
         self.stats = SourceStats(breaker=breaker or Breaker())
-        self._entities = {entity.name: entity for entity in entities}
-        self._copies: set[str] = set()
+        Mapped.__init__(self, entities)
         for entity in self._entities.values():
             if len(entity.children) > 1:
                 raise ValueError(f"{entity.name}: a SQL entity maps at most one child list")
@@ -117,21 +116,6 @@ class SqlConnector:
         )
         self._read_engine = single_statement_engine(self.engine)
         self._joined: AsyncConnection | None = None  # see `within`
-
-    def entities(self) -> Sequence[str]:
-        """The entities this connector is mapped to."""
-        return [name for name in self._entities if name not in self._copies]
-
-    def map_copies(self, copies: Iterable[SqlEntity]) -> None:
-        """Map copies of fields whose system of record is elsewhere: read like entities
-        (`page`, `read_many`), not listed as entities of this system."""
-        for mapping in copies:
-            self._entities[mapping.name] = mapping
-            self._copies.add(mapping.name)
-
-    def copies(self) -> Sequence[str]:
-        """The names of the copies mapped on this connector."""
-        return sorted(self._copies)
 
     async def read(self, entity: str, key: str) -> Record | None:
         """One record by key, or None."""

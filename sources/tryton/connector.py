@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sources.breaker import Breaker
-from sources.connector import Filters, Page, SourceStats
+from sources.connector import Filters, Mapped, Page, SourceStats
 from sources.errors import SourceDataError
 from sources.records import ChildMapping, ConversionError, FieldMapping, Record, convert
 from sources.tryton.rpc import TrytonRpc
@@ -60,7 +60,7 @@ class TrytonEntity:
         return next(f.at for f in self.fields if f.name == self.key)
 
 
-class TrytonConnector:
+class TrytonConnector(Mapped[TrytonEntity]):
     """Reads entities from one Tryton database as one (non-privileged) user."""
 
     kind = "tryton"
@@ -77,13 +77,9 @@ class TrytonConnector:
         self.rpc = rpc
         self.timeout = rpc.timeout
         self.stats = SourceStats(breaker=breaker or Breaker())
-        self._entities = {entity.name: entity for entity in entities}
+        Mapped.__init__(self, entities)
         self._warehouses: list[dict[str, Any]] | None = None
         self._company: dict[str, Any] | None = None
-
-    def entities(self) -> Sequence[str]:
-        """The entities this connector is mapped to."""
-        return list(self._entities)
 
     async def read(self, entity: str, key: str) -> Record | None:
         """One record by key, or None."""
