@@ -8,16 +8,22 @@
              held fetches the keys again), `iss`, `aud` = our client id, `azp`, `exp`,
              `iat`, the `nonce` sent -> the configured claim (by default a verified e-mail)
     map      that claim's value -> a configured principal (config: humans only)
+    end      the metadata read afresh -> the provider's `end_session_endpoint`, if it has
+             one, with id_token_hint (the ID token kept since sign-in), client_id and
+             post_logout_redirect_uri (OpenID Connect RP-Initiated Logout 1.0): where the
+             browser goes to end the person's session there
 
 Every refusal is a `SignOnRefused` with a stable reason code for the audit trail and a
-sentence for the person; neither ever holds a code, a token or the client secret.
+sentence for the person; neither ever holds a code, a token or the client secret. The ID
+token is kept only to be handed back to the provider: `Identity` leaves it out of its repr.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx2
 from authlib.integrations.starlette_client import OAuth, OAuthError, StarletteOAuth2App
@@ -60,6 +66,7 @@ class Identity:
     issuer: str
     subject: str
     value: str  # the configured claim's value, e.g. the e-mail address
+    id_token: str = field(repr=False)  # as issued: the provider asks for it back at sign-out
 
 
 class OpenIdClient:
@@ -110,7 +117,20 @@ class OpenIdClient:
             raise _unreachable() from None
         if "id_token" not in token:
             raise SignOnRefused("no_id_token", "The identity provider sent no ID token.")
-        return self._identity(await self._claims(token, nonce))
+        return self._identity(await self._claims(token, nonce), str(token["id_token"]))
+
+    async def end_session_url(self, *, id_token: str, post_logout_redirect_uri: str) -> str | None:
+        """Where the browser ends the person's session at the provider; None when the
+        provider has no end_session_endpoint, SignOnRefused when it cannot be asked."""
+        endpoint = (await self._fresh_metadata()).get("end_session_endpoint")
+        if not isinstance(endpoint, str) or not endpoint:
+            return None
+        params = {
+            "id_token_hint": id_token,
+            "client_id": self.config.client_id,
+            "post_logout_redirect_uri": post_logout_redirect_uri,
+        }
+        return _with_query(endpoint, params)
 
     async def _metadata(self) -> dict[str, Any]:
         try:
@@ -129,6 +149,13 @@ class OpenIdClient:
             alg for alg in offered if alg in self.config.algorithms
         ] or self.config.algorithms
         return metadata
+
+    async def _fresh_metadata(self) -> dict[str, Any]:
+        # Read again at each sign-out: a provider that answers now can end its session, and
+        # it may have added or dropped the endpoint since (its keys are fetched again at the
+        # next sign-in). A new dict, not a cleared one: a sign-in in flight keeps its own.
+        self._app.server_metadata = {}
+        return await self._metadata()
 
     async def _claims(self, token: dict[str, Any], nonce: str) -> dict[str, Any]:
         options = {
@@ -155,7 +182,7 @@ class OpenIdClient:
             raise _unreachable() from None
         return claims
 
-    def _identity(self, claims: dict[str, Any]) -> Identity:
+    def _identity(self, claims: dict[str, Any], id_token: str) -> Identity:
         value = claims.get(self.config.claim)
         if not isinstance(value, str) or not value:
             raise SignOnRefused(
@@ -169,7 +196,7 @@ class OpenIdClient:
                 f"The identity provider has not verified the address {value}.",
                 identity=value,
             )
-        return Identity(str(claims["iss"]), str(claims["sub"]), value)
+        return Identity(str(claims["iss"]), str(claims["sub"]), value, id_token)
 
     def principal_for(self, identity: Identity) -> str:
         """The configured principal `identity` signs in as; SignOnRefused when none."""
@@ -190,3 +217,10 @@ def _unreachable() -> SignOnRefused:
         "The identity provider could not be reached. Please try again in a moment, or sign "
         "in with your API key.",
     )
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    # An endpoint may have a query of its own, which is kept (RFC 6749, section 3.1).
+    parts = urlsplit(url)
+    query = "&".join(part for part in (parts.query, urlencode(params)) if part)
+    return urlunsplit(parts._replace(query=query))

@@ -1,10 +1,13 @@
-"""Sign-ins to the console: each one audited, failures throttled per address.
+"""Sign-ins to the console, and sign-outs: each one audited, failures throttled per address.
 
     signed in     console.signed_in       principal, method (api_key | sso), remote address
     refused       console.sign_in_failed  the principal when known, else "unknown" with the
                                           identity the provider named; the reason; never the
                                           key, a code or a token
     throttled     console.sign_in_throttled  once per address per window, then nothing
+    signed out    console.signed_out      principal, method, remote address; after a single
+                                          sign-on, what became of the provider's session
+                                          (`provider_logout`); never the ID token
     started       single sign-ons started (each keeps a pending row) are limited per address
                   too (`STARTS`), refused past it, not audited
 
@@ -36,6 +39,8 @@ FAILURES = "10/minute"  # failed sign-ins one address may make
 # Single sign-ons one address may start: each keeps a pending row for minutes, unasked.
 STARTS = "30/minute"
 UNKNOWN = "unknown"  # the principal of a sign-in that named nobody we know
+# The trail's outcome of each event; any other is a refusal.
+OUTCOMES = {"console.signed_in": "SIGNED_IN", "console.signed_out": "SIGNED_OUT"}
 
 
 class Method(StrEnum):
@@ -102,6 +107,21 @@ class SignIns:
         payload = {"method": method.value}
         await self._audit.append(_event(request, "console.signed_in", principal, payload))
 
+    async def signed_out(
+        self,
+        request: Request,
+        principal: Principal,
+        method: Method,
+        *,
+        provider_logout: str | None = None,
+    ) -> None:
+        """Audit a sign-out; `provider_logout` says what became of a provider's session:
+        end_requested, or why it could not be (no_end_session_endpoint, provider_unreachable)."""
+        payload = {"method": method.value}
+        if provider_logout is not None:
+            payload["provider_logout"] = provider_logout
+        await self._audit.append(_event(request, "console.signed_out", principal, payload))
+
 
 def remote_address(request: Request) -> str:
     """The caller's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
@@ -117,7 +137,7 @@ def _event(
         principal_kind=principal.kind.value if principal else UNKNOWN,
         on_behalf_of=principal.on_behalf_of if principal else None,
         channel="console",
-        outcome="SIGNED_IN" if name == "console.signed_in" else "REFUSED",
+        outcome=OUTCOMES.get(name, "REFUSED"),
         trace_id=current_trace_id(),
         payload={**payload, "remote_address": remote_address(request)},
     )

@@ -3,17 +3,28 @@
     GET  /realms/acme/.well-known/openid-configuration   OpenID Connect Discovery 1.0
     GET  /realms/acme/jwks                               the public keys (RFC 7517)
     GET  /realms/acme/authorize   response_type=code, a registered redirect_uri exactly,
-                                  scope with openid, PKCE S256 required; signs in the
-                                  provider's `user` at once (the consent is given) and
-                                  redirects back with code, state and iss (RFC 9207); with
-                                  `consent`, first a page whose Continue button POSTs
-                                  the request back here, so the way back starts on the
-                                  provider's site, as it does after a real login form
+                                  scope with openid, PKCE S256 required; a browser whose
+                                  cookie names a live provider session is signed in
+                                  silently as that session's user; any other signs in the
+                                  provider's `user` at once (the password typed, the consent
+                                  given), opening a session; redirects back with code,
+                                  state and iss (RFC 9207); with `consent`, first a page
+                                  whose Continue button POSTs the request back here, so the
+                                  way back starts on the provider's site, as it does after
+                                  a real login form
     POST /realms/acme/token       authorization_code; client_secret_basic or _post; the code
                                   once, for its client and redirect_uri, within a minute;
                                   the verifier's S256 must be the challenge; an ID token
                                   (iss, sub, aud, exp, iat, auth_time, nonce, at_hash,
-                                  email, email_verified) beside an opaque access token
+                                  email, email_verified, sid) beside an opaque access token
+    GET  /realms/acme/logout      RP-Initiated Logout 1.0 (POST too): id_token_hint signed
+                                  by this provider, its iss ours and its aud the client (an
+                                  expired one still names the session), client_id the
+                                  hint's, post_logout_redirect_uri registered exactly ->
+                                  the hint's session and the browser's ended, the cookie
+                                  cleared -> back there with `state`; anything else: 400,
+                                  and the sessions stay. With `end_session` off, discovery
+                                  names no end_session_endpoint and this answers 404
 
 Keys and tokens are joserfc's, as tests/authorization_server.py's are. A `fault` makes the
 token endpoint hand the real client a bad ID token: expired, for another audience or issuer,
@@ -31,9 +42,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -42,12 +53,14 @@ from fastapi.responses import (
     Response,
 )
 from joserfc import jwt
-from joserfc.jwk import RSAKey
+from joserfc.errors import JoseError
+from joserfc.jwk import Key, KeySet, RSAKey
 
 from tests.authorization_server import client_credentials, new_key, oauth_error
 
 REALM = "/realms/acme"
 CODE_LIFETIME = 60.0
+SESSION_COOKIE = "acme_session"  # the provider's own session, on the provider's host
 Fault = (
     Literal["expired", "wrong_audience", "wrong_issuer", "wrong_nonce", "unknown_key", "forged"]
     | None
@@ -73,6 +86,8 @@ class Grant:
     challenge: str
     user: User
     issued: float
+    session: str  # the provider session it was issued in (the ID token's `sid`)
+    silent: bool  # issued to a browser already signed in at the provider, asking nothing
     used: bool = False
 
 
@@ -84,13 +99,17 @@ class OpenIDProvider:
     client_secret: str
     user: User | None  # None: the person declines at the provider (access_denied)
     redirect_uris: list[str] = field(default_factory=list)
+    post_logout_redirect_uris: list[str] = field(default_factory=list)
     fault: Fault = None
     consent: bool = False  # show a page with a Continue button, as real providers do
+    end_session: bool = True  # False: no end_session_endpoint (RP-Initiated Logout)
     base_url: str = ""  # set once served
     keys: list[RSAKey] = field(default_factory=lambda: [new_key()])
     grants: dict[str, Grant] = field(default_factory=dict)
     issued: list[str] = field(default_factory=list)  # every ID and access token handed out
     token_requests: list[dict[str, str]] = field(default_factory=list)
+    sessions: dict[str, User] = field(default_factory=dict)  # live: sid -> who signed in
+    logouts: list[dict[str, str]] = field(default_factory=list)  # every end-session request
 
     @property
     def issuer(self) -> str:
@@ -105,10 +124,12 @@ class OpenIDProvider:
         app.add_api_route(f"{REALM}/authorize", self._authorize)
         app.add_api_route(f"{REALM}/authorize", self._consented, methods=["POST"])
         app.add_api_route(f"{REALM}/token", self._token, methods=["POST"])
+        app.add_api_route(f"{REALM}/logout", self._end_session, methods=["GET", "POST"])
         return app
 
     async def _discovery(self) -> dict[str, Any]:
-        return {
+        ends = {"end_session_endpoint": f"{self.issuer}/logout"} if self.end_session else {}
+        return ends | {
             "issuer": self.issuer,
             "authorization_endpoint": f"{self.issuer}/authorize",
             "token_endpoint": f"{self.issuer}/token",
@@ -130,11 +151,12 @@ class OpenIDProvider:
         asked = dict(request.query_params)
         if self.consent and self._misdirected(asked) is None:
             return _consent_page(self.issuer, asked, self.user)
-        return self._decide(asked)
+        return self._decide(asked, request.cookies.get(SESSION_COOKIE))
 
     async def _consented(self, request: Request) -> Response:
         # The person pressed Continue on the provider's page: the way back starts there.
-        return self._decide({k: str(v) for k, v in (await request.form()).items()})
+        asked = {k: str(v) for k, v in (await request.form()).items()}
+        return self._decide(asked, request.cookies.get(SESSION_COOKIE))
 
     def _misdirected(self, asked: Mapping[str, str]) -> Response | None:
         if asked.get("client_id") != self.client_id or asked.get("redirect_uri") not in set(
@@ -144,28 +166,41 @@ class OpenIDProvider:
             return PlainTextResponse("unknown client or redirect_uri", status_code=400)
         return None
 
-    def _decide(self, asked: Mapping[str, str]) -> Response:
+    def _decide(self, asked: Mapping[str, str], sid: str | None) -> Response:
         if (bad := self._misdirected(asked)) is not None:
             return bad
         redirect_uri = asked["redirect_uri"]
         back = {"state": asked.get("state", ""), "iss": self.issuer}
-        problem = self._refusal(asked.get("response_type"), asked.get("scope"), asked)
+        live = self.sessions.get(sid or "")  # the browser's session here, if still open
+        user = live or self.user
+        problem = self._refusal(asked.get("response_type"), asked.get("scope"), asked, user)
         if problem is not None:
             return _back(redirect_uri, {**back, "error": problem})
+        assert user is not None  # _refusal says access_denied without one
+        if live is None or sid is None:  # signed in now: a new session
+            sid = secrets.token_urlsafe(16)
+            self.sessions[sid] = user
         code = secrets.token_urlsafe(24)
-        assert self.user is not None  # _refusal says access_denied without one
         self.grants[code] = Grant(
             self.client_id,
             redirect_uri,
             asked.get("nonce"),
             asked.get("code_challenge", ""),
-            self.user,
+            user,
             time.monotonic(),
+            sid,
+            silent=live is not None,
         )
-        return _back(redirect_uri, {**back, "code": code})
+        response = _back(redirect_uri, {**back, "code": code})
+        response.set_cookie(SESSION_COOKIE, sid, path=REALM, httponly=True, samesite="lax")
+        return response
 
     def _refusal(
-        self, response_type: str | None, scope: str | None, asked: Mapping[str, str]
+        self,
+        response_type: str | None,
+        scope: str | None,
+        asked: Mapping[str, str],
+        user: User | None,
     ) -> str | None:
         if response_type != "code":
             return "unsupported_response_type"
@@ -173,7 +208,7 @@ class OpenIDProvider:
             return "invalid_scope"
         if asked.get("code_challenge_method") != "S256" or not asked.get("code_challenge"):
             return "invalid_request"  # PKCE with S256 is required here
-        return "access_denied" if self.user is None else None
+        return "access_denied" if user is None else None
 
     async def _token(self, request: Request) -> JSONResponse:
         form = {k: str(v) for k, v in (await request.form()).items()}
@@ -228,11 +263,47 @@ class OpenIDProvider:
             "at_hash": _half_hash(access_token),
             "email": grant.user.email,
             "email_verified": grant.user.email_verified,
+            "sid": grant.session,
         }
         key = new_key() if fault in ("unknown_key", "forged") else self.keys[0]
         # forged: signed by another key, naming the published key's id
         kid = self.keys[0].kid if fault == "forged" else key.kid
         return jwt.encode({"alg": "RS256", "typ": "JWT", "kid": kid}, claims, key)
+
+    async def _end_session(self, request: Request) -> Response:
+        if not self.end_session:
+            raise HTTPException(404)
+        asked = dict(request.query_params)
+        if request.method == "POST":
+            asked = {k: str(v) for k, v in (await request.form()).items()}
+        self.logouts.append(asked)
+        hinted = self._hinted(asked.get("id_token_hint", ""))
+        back = asked.get("post_logout_redirect_uri")
+        if hinted is None or asked.get("client_id") != self.client_id:
+            return PlainTextResponse("id_token_hint or client_id refused", status_code=400)
+        if back is None or back not in self.post_logout_redirect_uris:
+            # Never back to an unregistered address (RP-Initiated Logout 1.0, section 3).
+            return PlainTextResponse("unregistered post_logout_redirect_uri", status_code=400)
+        self.sessions.pop(str(hinted.get("sid", "")), None)  # the hint's, and the browser's
+        self.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
+        state = {"state": asked["state"]} if "state" in asked else {}
+        response = _back(back, state, status=302)
+        response.delete_cookie(SESSION_COOKIE, path=REALM, httponly=True, samesite="lax")
+        return response
+
+    def _hinted(self, id_token: str) -> dict[str, Any] | None:
+        """The claims of an ID token this provider issued to the client; None otherwise.
+        Its expiry is not checked: an expired ID token still says whose session to end."""
+        try:
+            keys: list[Key] = [*self.keys]
+            token = jwt.decode(id_token, KeySet(keys), algorithms=["RS256"])
+            jwt.BaseClaimsRegistry(
+                iss={"essential": True, "value": self.issuer},
+                aud={"essential": True, "value": self.client_id},
+            ).validate(token.claims)
+        except (JoseError, ValueError):
+            return None
+        return token.claims
 
 
 def s256(verifier: str) -> str:
@@ -247,8 +318,11 @@ def _half_hash(access_token: str) -> str:
     return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
 
 
-def _back(redirect_uri: str, params: dict[str, str]) -> RedirectResponse:
-    return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=302)
+def _back(redirect_uri: str, params: dict[str, str], status: int = 302) -> RedirectResponse:
+    # A registered address may carry a query of its own, which is kept.
+    parts = urlsplit(redirect_uri)
+    query = "&".join(part for part in (parts.query, urlencode(params)) if part)
+    return RedirectResponse(urlunsplit(parts._replace(query=query)), status_code=status)
 
 
 def _consent_page(issuer: str, asked: Mapping[str, str], user: User | None) -> HTMLResponse:

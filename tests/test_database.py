@@ -6,9 +6,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from gateway.cli import _set_aside_if_outdated
+from gateway.console.sessions import console_id_tokens
 from gateway.database import SchemaOutdated, create_engine, create_schema
 
 
@@ -46,6 +47,22 @@ async def test_create_schema_over_an_older_layout_names_the_missing_columns(
     try:
         with pytest.raises(SchemaOutdated, match=r"actions lacks column.*key_held_until"):
             await create_schema(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_create_schema_adds_a_table_an_older_database_lacks(tmp_path: Path) -> None:
+    # The console keeps single sign-on ID tokens in a table of its own, so a database from
+    # before it gets the table and starts, where a missing column would be SchemaOutdated.
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}")
+    try:
+        await create_schema(engine)
+        async with engine.begin() as connection:
+            await connection.execute(text(f"DROP TABLE {console_id_tokens.name}"))
+        await create_schema(engine)
+        async with engine.connect() as connection:
+            tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+        assert console_id_tokens.name in tables
     finally:
         await engine.dispose()
 

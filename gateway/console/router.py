@@ -14,6 +14,7 @@ from gateway.console import (
     inbox,
     ledger,
     signin,
+    signout,
     sso,
     systems,
     trail,
@@ -30,6 +31,8 @@ from gateway.console.pages import (
 )
 from gateway.console.signin import ServicesDep, ViewerDep, signed_in
 
+# The console's parts, each a module whose `router()` adds its routes.
+PARTS = (signin, signout, sso, inbox, doubts, history, trail, ledger, systems, drift, alerts)
 # The page someone lands on after signing in: the first of these they may see.
 LANDING = (Page.APPROVALS, Page.AUDIT, Page.SOURCES)
 
@@ -39,7 +42,7 @@ def console_router() -> APIRouter:
     routes = APIRouter(route_class=ConsoleRoute)
     routes.add_api_route("/", home, methods=["GET"], include_in_schema=False)
     routes.add_api_route("/console.css", stylesheet, methods=["GET"], include_in_schema=False)
-    for part in (signin, sso, inbox, doubts, history, trail, ledger, systems, drift, alerts):
+    for part in PARTS:
         routes.include_router(part.router())
     # Last: any other address under /console is a page saying so, not FastAPI's JSON.
     routes.add_api_route("/{rest:path}", unknown, methods=["GET", "POST"], include_in_schema=False)

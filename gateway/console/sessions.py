@@ -1,9 +1,11 @@
 """Console sessions: a signed-in person, held in the gateway's database, not in the process.
 
     sign in   API key -> principal (humans only) -> random token; the row keeps only its
-              SHA-256, the principal, a CSRF token and an expiry 8 h on
+              SHA-256, the principal, a CSRF token and an expiry 8 h on; a single sign-on
+              keeps the provider's ID token beside it, for signing out there (signout.py)
     request   cookie token -> sha256 -> row still unexpired -> the session
-    sign out  the row is deleted: the cookie is worthless from then on
+    sign out  the row is deleted (its ID token with it, handed back): the cookie is
+              worthless from then on
     ended     an expired row is kept `KEPT_ENDED` longer, worthless for signing in, so that
               a form posted after it ended still proves whose it was (drafts.py)
 
@@ -17,8 +19,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Column, DateTime, String, Table, delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Column, DateTime, ForeignKey, String, Table, Text, delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.database import metadata
 
@@ -33,6 +35,22 @@ console_sessions = Table(
     Column("csrf_token", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# The ID token the provider issued when a single sign-on opened the session: its end-session
+# endpoint asks for it back (id_token_hint, OpenID Connect RP-Initiated Logout 1.0). A table
+# of its own rather than a column: create_schema adds a missing table to an existing
+# database, where a missing column would refuse to start (SchemaOutdated).
+console_id_tokens = Table(
+    "console_id_tokens",
+    metadata,
+    Column(
+        "token_sha256",
+        String(64),
+        ForeignKey("console_sessions.token_sha256", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("id_token", Text, nullable=False),
 )
 
 
@@ -64,14 +82,15 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-async def open_session(engine: AsyncEngine, principal: str, *, now: datetime) -> Opened:
-    """Start a session for `principal`, clearing expired ones on the way."""
+async def open_session(
+    engine: AsyncEngine, principal: str, *, now: datetime, id_token: str | None = None
+) -> Opened:
+    """Start a session for `principal` (with the ID token of the single sign-on that opened
+    it, if one did), clearing expired ones on the way."""
     token = secrets.token_urlsafe(32)
     session = ConsoleSession(principal, secrets.token_urlsafe(32), now, now + LIFETIME)
     async with engine.begin() as connection:
-        await connection.execute(
-            delete(console_sessions).where(console_sessions.c.expires_at < now - KEPT_ENDED)
-        )
+        await _clear_expired(connection, now)
         await connection.execute(
             console_sessions.insert().values(
                 token_sha256=token_digest(token),
@@ -81,7 +100,25 @@ async def open_session(engine: AsyncEngine, principal: str, *, now: datetime) ->
                 expires_at=session.expires_at,
             )
         )
+        if id_token is not None:
+            await connection.execute(
+                console_id_tokens.insert().values(
+                    token_sha256=token_digest(token), id_token=id_token
+                )
+            )
     return Opened(token, session)
+
+
+async def _clear_expired(connection: AsyncConnection, now: datetime) -> None:
+    # An expired session is never signed out of: its ID token goes at once, while the row
+    # stays `KEPT_ENDED` for the drafts (and takes any ID token left with it, by cascade).
+    expired = select(console_sessions.c.token_sha256).where(console_sessions.c.expires_at < now)
+    await connection.execute(
+        delete(console_id_tokens).where(console_id_tokens.c.token_sha256.in_(expired))
+    )
+    await connection.execute(
+        delete(console_sessions).where(console_sessions.c.expires_at < now - KEPT_ENDED)
+    )
 
 
 async def find_session(engine: AsyncEngine, token: str, *, now: datetime) -> ConsoleSession | None:
@@ -100,9 +137,18 @@ async def any_session(engine: AsyncEngine, token: str) -> ConsoleSession | None:
     return ConsoleSession(row.principal, row.csrf_token, _utc(row.created_at), _utc(row.expires_at))
 
 
-async def close_session(engine: AsyncEngine, token: str) -> None:
-    """End a session: its row is deleted."""
+async def close_session(engine: AsyncEngine, token: str) -> str | None:
+    """End a session: its row is deleted. The ID token kept with it, if a single sign-on
+    opened it, comes back (and is gone from the database)."""
+    digest = token_digest(token)
+    taken = (
+        delete(console_id_tokens)
+        .where(console_id_tokens.c.token_sha256 == digest)
+        .returning(console_id_tokens.c.id_token)
+    )
     async with engine.begin() as connection:
+        id_token: str | None = (await connection.execute(taken)).scalar_one_or_none()
         await connection.execute(
-            delete(console_sessions).where(console_sessions.c.token_sha256 == token_digest(token))
+            delete(console_sessions).where(console_sessions.c.token_sha256 == digest)
         )
+    return id_token

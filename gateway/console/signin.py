@@ -1,4 +1,4 @@
-"""Signing in and out of the console, who is signed in, and the CSRF check on every form.
+"""Signing in to the console, who is signed in, and the CSRF check on every form.
 
     GET  /console/login    the form; a login CSRF token in a short-lived cookie and the form;
                            "Sign in with <provider>" beside it when [auth.oidc] is set (sso.py)
@@ -7,7 +7,7 @@
                            -> session row -> cookie gatehouse_session (HttpOnly,
                            SameSite=Strict, Path=/console, Secure over https, Max-Age 8 h);
                            the sign-in or its refusal audited, never the key
-    POST /console/logout   CSRF-checked; the session row is deleted
+    POST /console/logout   signout.py: the session ends here, then at the provider too
 
 Every other console POST carries the session's CSRF token in a hidden field, compared in
 constant time: without it, or with another, the request is refused (403) and nothing moves.
@@ -41,7 +41,6 @@ from gateway.console.pages import (
 from gateway.console.sessions import (
     LIFETIME,
     any_session,
-    close_session,
     find_session,
     open_session,
 )
@@ -53,6 +52,10 @@ from gateway.sign_ins import Failure, Method
 COOKIE = "gatehouse_session"
 LOGIN_COOKIE = "gatehouse_login_csrf"
 CSRF_FIELD = "csrf_token"
+# The sign-in page's `signed_out` after signing out (signout.py): signed out everywhere it
+# could be, or of the console only, the provider's session perhaps still open.
+SIGNED_OUT = "1"
+PROVIDER_OPEN = "console"
 
 
 async def console_services(request: Request) -> Services:
@@ -169,7 +172,6 @@ def router() -> APIRouter:
     routes = APIRouter(route_class=ConsoleRoute)
     routes.add_api_route("/login", login_form, methods=["GET"], include_in_schema=False)
     routes.add_api_route("/login", login, methods=["POST"], include_in_schema=False)
-    routes.add_api_route("/logout", logout, methods=["POST"], include_in_schema=False)
     return routes
 
 
@@ -179,12 +181,22 @@ async def login_form(request: Request, services: ServicesDep) -> Response:
     token = request.cookies.get(COOKIE)
     if token and await find_session(services.engine, token, now=datetime.now(UTC)):
         return redirect(target)
-    notice = None
-    if "signed_out" in request.query_params:
-        notice = "You are signed out."
-    elif "ended" in request.query_params:
-        notice = "Your session ended; sign in again to continue."
-    return sign_in_page(request, services, target, notice=notice)
+    return sign_in_page(request, services, target, notice=_notice(request, services))
+
+
+def _notice(request: Request, services: Services) -> str | None:
+    signed_out = request.query_params.get("signed_out")
+    if signed_out == PROVIDER_OPEN:
+        provider = services.oidc.config.name if services.oidc else "single sign-on"
+        return (
+            f"You are signed out of the console, but your {provider} session may still be "
+            "open. On a computer others use, sign out there too, or close the browser."
+        )
+    if signed_out is not None:
+        return "You are signed out."
+    if "ended" in request.query_params:
+        return "Your session ended; sign in again to continue."
+    return None
 
 
 async def login(request: Request, services: ServicesDep) -> Response:
@@ -221,10 +233,18 @@ async def login(request: Request, services: ServicesDep) -> Response:
 
 
 async def start_session(
-    request: Request, services: Services, response: Response, principal: Principal
+    request: Request,
+    services: Services,
+    response: Response,
+    principal: Principal,
+    *,
+    id_token: str | None = None,
 ) -> None:
-    """Open a session for `principal`; `response` carries its cookie."""
-    opened = await open_session(services.engine, principal.id, now=datetime.now(UTC))
+    """Open a session for `principal` (with the ID token of a single sign-on, kept for
+    signing out of the provider); `response` carries its cookie."""
+    opened = await open_session(
+        services.engine, principal.id, now=datetime.now(UTC), id_token=id_token
+    )
     response.set_cookie(
         COOKIE,
         opened.token,
@@ -242,16 +262,6 @@ def too_many(wait: int) -> str:
         "Too many failed sign-ins from your address. Nothing was checked; "
         f"try again in {wait} seconds."
     )
-
-
-async def logout(
-    request: Request, services: ServicesDep, viewer: ViewerDep, _: FormDep
-) -> Response:
-    """End the session: its row is deleted and the cookie cleared."""
-    await close_session(services.engine, viewer.token)
-    response = redirect(f"{ROOT}/login?signed_out=1")
-    response.delete_cookie(COOKIE, path=ROOT, secure=request.url.scheme == "https", httponly=True)
-    return response
 
 
 def sign_in_page(

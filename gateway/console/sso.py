@@ -11,7 +11,8 @@
                                         refusal; an `iss` must be ours (RFC 9207) -> the code
                                         exchanged and the ID token verified (oidc.py) -> the
                                         claim's principal, a person -> a session, as the key
-                                        sign-in opens -> a page that moves on to `next`
+                                        sign-in opens, keeping the ID token for signing out
+                                        (signout.py) -> a page that moves on to `next`
 
 The last step is a page, not a redirect: a chain of redirects that began at the provider's
 site is cross-site, and the browser would hold back the SameSite=Strict session cookie from
@@ -26,6 +27,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
@@ -34,7 +36,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import PrincipalKind
 from gateway.console.pages import ROOT, ConsoleRoute, Refused, render, safe_next
-from gateway.console.signin import ServicesDep, not_a_person, start_session, too_many
+from gateway.console.signin import (
+    SIGNED_OUT,
+    ServicesDep,
+    not_a_person,
+    start_session,
+    too_many,
+)
 from gateway.database import metadata
 from gateway.oidc import Begun, Identity, OpenIdClient, SignOnRefused
 from gateway.principals import Principal
@@ -84,7 +92,7 @@ async def start(request: Request, services: ServicesDep) -> Response:
             429, "Not signed in", f"Too many sign-ins started; try again in {wait} seconds.", None
         )
     target = safe_next(request.query_params.get("next"))
-    redirect_uri = client.config.redirect_uri or _own_callback(request)
+    redirect_uri = _callback(request, client)
     try:
         begun = await client.begin(redirect_uri)
     except SignOnRefused as refused:
@@ -116,8 +124,15 @@ async def callback(request: Request, services: ServicesDep) -> Response:
         await services.sign_ins.failed(request, failure)
         raise Refused(_status(refused.reason), "Not signed in", refused.message, None) from None
     await services.sign_ins.succeeded(request, principal, Method.SSO)
-    response = render("signing_in.html", viewer=None, target=target)
-    await start_session(request, services, response, principal)
+    response = render(
+        "moving_on.html",
+        viewer=None,
+        title="Signing you in",
+        heading="Signed in",
+        link="Continue to the console",
+        target=target,
+    )
+    await start_session(request, services, response, principal, id_token=identity.id_token)
     response.delete_cookie(STATE_COOKIE, path=PATH, secure=request.url.scheme == "https")
     return response
 
@@ -128,8 +143,15 @@ def _client(services: Services) -> OpenIdClient:
     return services.oidc
 
 
-def _own_callback(request: Request) -> str:
-    return f"{str(request.base_url).rstrip('/')}{PATH}/callback"
+def signed_out_uri(request: Request, client: OpenIdClient) -> str:
+    """The post_logout_redirect_uri: the sign-in page saying "You are signed out", absolute,
+    beside the callback (so a configured redirect_uri gives it the proxy's host and scheme)."""
+    login = _callback(request, client).removesuffix("/sso/callback")
+    return f"{login}?{urlencode({'signed_out': SIGNED_OUT})}"
+
+
+def _callback(request: Request, client: OpenIdClient) -> str:
+    return client.config.redirect_uri or f"{str(request.base_url).rstrip('/')}{PATH}/callback"
 
 
 async def _verified(

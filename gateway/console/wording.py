@@ -38,6 +38,7 @@ STATUS_TONES = {
     "RECEIVED": "wait",
     "DRY_RUN": "neutral",
     "SIGNED_IN": "neutral",
+    "SIGNED_OUT": "neutral",
 }
 EVENT_WORDS = {
     "action.approved": "Approved",
@@ -53,6 +54,7 @@ EVENT_WORDS = {
     "read.classified": "Read classified fields",
     "audit.exported": "Copied out: the trail or the ledger, downloaded or exported",
     "console.signed_in": "Signed in to the console",
+    "console.signed_out": "Signed out of the console",
     "console.sign_in_failed": "Console sign-in refused",
     "console.sign_in_throttled": "Console sign-ins paused after repeated failures",
 }

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import itertools
 import json
 import logging
+import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,20 +20,22 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
+from joserfc import jwt
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.config import OidcConfig, load_config
+from gateway.config import GatewayConfig, OidcConfig, load_config
 from gateway.demo import CONFIG_TEMPLATE, DemoEstate
 from gateway.errors import ConfigError
 from gateway.settings import Settings
 from sources.demo import build_estate, create_erp
+from tests.authorization_server import new_key
 from tests.console.flows import Console, csrf_token, sign_in
 from tests.console.test_browser import ARGS, CHROMIUM
-from tests.factories import free_port, live_server, with_source
-from tests.openid_provider import OpenIDProvider, User, s256
+from tests.factories import LiveServer, free_port, live_server, with_source
+from tests.openid_provider import Grant, OpenIDProvider, User, s256
 
 CLIENT_SECRET = "oidc-client-secret-for-tests"  # the test provider's client
 OLIVIA = User("u-olivia", "olivia@acme.example")
@@ -67,6 +72,13 @@ class Sso:
         """The whole code flow; the callback's response."""
         return client.get(self.begin(client, next_path))
 
+    def sign_out(self, client: httpx.Client) -> httpx.Response:
+        """Press Sign out on a console page: the console's answer."""
+        page = _session(client, self)
+        return client.post(
+            f"{self.console.url}/console/logout", data={"csrf_token": csrf_token(page.text)}
+        )
+
     def events(self, name: str) -> list[dict[str, Any]]:
         """Audit events of one kind, newest last, with their payloads read."""
         rows = self.console.sql(
@@ -80,12 +92,39 @@ class Sso:
         ]
 
 
+@contextmanager
+def _serving(provider: OpenIDProvider) -> Iterator[LiveServer]:
+    """The provider on loopback, under another host name than the gateway's: another site,
+    as a real provider is."""
+    with live_server(provider.app()) as running:
+        provider.base_url = running.url.replace("127.0.0.1", "localhost")
+        yield running
+
+
+@contextmanager
+def _sso_console(
+    provider: OpenIDProvider, estate: DemoEstate, config: GatewayConfig, database: Path
+) -> Iterator[Sso]:
+    """A live gateway over `config` whose console trusts `provider`, registered there."""
+    oidc = OidcConfig(
+        issuer=provider.issuer,
+        name="Acme SSO",
+        client_id=provider.client_id,
+        client_secret=SecretStr(CLIENT_SECRET),
+        principals={"olivia@acme.example": "olivia", "finn@acme.example": "finn"},
+    )
+    config = config.model_copy(update={"auth": config.auth.model_copy(update={"oidc": oidc})})
+    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{database}"), config)
+    with live_server(app) as server:
+        provider.redirect_uris = [f"{server.url}/console/login/sso/callback"]
+        provider.post_logout_redirect_uris = [f"{server.url}/console/login?signed_out=1"]
+        yield Sso(Console(url=server.url, keys=estate.keys, database=database), provider)
+
+
 @pytest.fixture(scope="module")
 def provider() -> Iterator[OpenIDProvider]:
     server = OpenIDProvider(client_id="gatehouse-console", client_secret=CLIENT_SECRET, user=None)
-    with live_server(server.app()) as running:
-        # Another host name than the gateway's: another site, as a real provider is.
-        server.base_url = running.url.replace("127.0.0.1", "localhost")
+    with _serving(server):
         yield server
 
 
@@ -96,28 +135,17 @@ def sso(
     folder = tmp_path_factory.mktemp("sso")
     erp_url = f"sqlite+aiosqlite:///{folder / 'erp.db'}"
     asyncio.run(create_erp(erp_url, build_estate()))
-    oidc = OidcConfig(
-        issuer=provider.issuer,
-        name="Acme SSO",
-        client_id=provider.client_id,
-        client_secret=SecretStr(CLIENT_SECRET),
-        principals={"olivia@acme.example": "olivia", "finn@acme.example": "finn"},
-    )
     config = with_source(estate.config(), "erp", url=erp_url, timeout=2.0)
-    config = config.model_copy(update={"auth": config.auth.model_copy(update={"oidc": oidc})})
-    database = folder / "gatehouse.db"
-    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{database}"), config)
-    with live_server(app) as server:
-        provider.redirect_uris = [f"{server.url}/console/login/sso/callback"]
-        yield Sso(Console(url=server.url, keys=estate.keys, database=database), provider)
+    with _sso_console(provider, estate, config, folder / "gatehouse.db") as sso:
+        yield sso
 
 
 @pytest.fixture(autouse=True)
 def olivia_at_the_provider(provider: OpenIDProvider) -> Iterator[None]:
     """olivia is signed in at the provider and nothing is spoilt, unless a test says so."""
-    provider.user, provider.fault = OLIVIA, None
+    provider.user, provider.fault, provider.end_session = OLIVIA, None, True
     yield
-    provider.user, provider.fault = OLIVIA, None
+    provider.user, provider.fault, provider.end_session = OLIVIA, None, True
 
 
 def _session(client: httpx.Client, sso: Sso) -> httpx.Response:
@@ -349,6 +377,18 @@ def test_sso_starts_are_limited_per_address(sso: Sso) -> None:
     assert started == [303] * 30 + [429] * 2
 
 
+def _logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Everything the gateway and its libraries (Authlib, httpx2) logged, down to DEBUG; not
+    this test's own client (httpx), nor the SQL driver's trace, which echoes every parameter
+    of every statement when someone turns it on (the verifier and the ID token wait in the
+    database)."""
+    return "\n".join(
+        record.getMessage()
+        for record in caplog.records
+        if record.name != "httpx" and not record.name.startswith(("httpcore.", "aiosqlite"))
+    )
+
+
 def test_sso_leaves_no_secret_in_logs_or_trail(sso: Sso, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     issued_before = len(sso.provider.issued)
@@ -365,18 +405,155 @@ def test_sso_leaves_no_secret_in_logs_or_trail(sso: Sso, caplog: pytest.LogCaptu
         *(request["code_verifier"] for request in sso.provider.token_requests[-2:]),
     ]
     trail = str(sso.console.sql("SELECT * FROM audit_events"))
-    # Everything the gateway and its libraries (Authlib, httpx2) log, down to DEBUG; not this
-    # test's own client (httpx), nor the SQL driver's trace, which echoes every parameter of
-    # every statement when someone turns it on (the verifier waits in the database).
-    logged = "\n".join(
-        record.getMessage()
-        for record in caplog.records
-        if record.name != "httpx" and not record.name.startswith(("httpcore.", "aiosqlite"))
-    )
+    logged = _logged(caplog)
     assert "refused: id_token_invalid_key_id" in logged  # logged, with its reason
     for secret in secrets:
         assert secret not in logged
         assert secret not in trail
+
+
+# Signing out (OpenID Connect RP-Initiated Logout 1.0): the console's session ends, then the
+# provider's, through its end_session_endpoint; the next sign-on asks the person again.
+MOVES_ON = re.compile(r'<meta http-equiv="refresh" content="0;url=([^"]+)">')
+
+
+def _moves_on_to(page: httpx.Response) -> str:
+    found = MOVES_ON.search(page.text)
+    assert found is not None, page.text
+    return html.unescape(found.group(1))
+
+
+def _code(callback: str) -> str:
+    return parse_qs(urlsplit(callback).query)["code"][0]
+
+
+def test_sso_sign_out_ends_the_provider_session_and_comes_back_signed_out(sso: Sso) -> None:
+    with sso.browser() as client:
+        signed_in = sso.begin(client)
+        assert client.get(signed_in).status_code == 200
+        id_token = sso.provider.issued[-2]  # with the access token after it
+        assert sso.provider.grants[_code(sso.begin(client))].silent  # a live provider session
+        out = sso.sign_out(client)
+        assert out.status_code == 200
+        to_provider = _moves_on_to(out)
+        back = client.get(to_provider)
+        landed = client.get(back.headers["location"])
+        assert _session(client, sso).status_code == 303  # the console's session ended
+        again = _code(sso.begin(client))
+    login = f"{sso.console.url}/console/login?signed_out=1"
+    assert to_provider.startswith(f"{sso.provider.issuer}/logout?")
+    assert parse_qs(urlsplit(to_provider).query) == {
+        "id_token_hint": [id_token],
+        "client_id": ["gatehouse-console"],
+        "post_logout_redirect_uri": [login],
+    }
+    assert (back.status_code, back.headers["location"]) == (302, login)
+    assert "You are signed out." in landed.text
+    assert sso.provider.grants[_code(signed_in)].session not in sso.provider.sessions
+    assert not sso.provider.grants[again].silent  # the provider asks who it is again
+
+
+@pytest.mark.parametrize(
+    "spoil", ["signature", "audience", "issuer", "client_id", "post_logout_redirect_uri"]
+)
+def test_provider_refuses_an_end_session_request_it_cannot_trust(sso: Sso, spoil: str) -> None:
+    # The provider the tests start checks what the console sends, as a real one would.
+    with sso.browser() as client:
+        signed_in = sso.begin(client)
+        assert client.get(signed_in).status_code == 200
+        query = urlsplit(_moves_on_to(sso.sign_out(client))).query
+        asked = {name: values[0] for name, values in parse_qs(query).items()}
+        refused = client.get(f"{sso.provider.issuer}/logout", params=_spoilt(sso, asked, spoil))
+    assert refused.status_code == 400
+    assert sso.provider.grants[_code(signed_in)].session in sso.provider.sessions
+
+
+def _spoilt(sso: Sso, asked: dict[str, str], spoil: str) -> dict[str, str]:
+    if spoil in ("client_id", "post_logout_redirect_uri"):
+        return {**asked, spoil: "https://evil.example/"}
+    published = sso.provider.keys[0]
+    claims = jwt.decode(asked["id_token_hint"], published).claims
+    if spoil == "audience":
+        claims["aud"] = "someone-else"
+    if spoil == "issuer":
+        claims["iss"] = "https://evil.example"
+    key = new_key() if spoil == "signature" else published
+    header = {"alg": "RS256", "kid": published.kid}  # another key's signature, ours named
+    return {**asked, "id_token_hint": jwt.encode(header, claims, key)}
+
+
+def test_sso_sign_out_is_audited_never_the_id_token(
+    sso: Sso, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with sso.browser() as client:
+        assert sso.sign_in(client).status_code == 200
+        id_token = sso.provider.issued[-2]
+        kept = "SELECT count(*) FROM console_id_tokens WHERE id_token = ?"
+        assert sso.console.sql(kept, id_token) == [(1,)]
+        back = client.get(_moves_on_to(sso.sign_out(client)))
+    assert id_token not in back.headers["location"]
+    assert sso.console.sql(kept, id_token) == [(0,)]  # gone with the session
+    signed_out = sso.events("console.signed_out")[-1]
+    assert (signed_out["principal"], signed_out["outcome"]) == ("olivia", "SIGNED_OUT")
+    assert (signed_out["method"], signed_out["provider_logout"]) == ("sso", "end_requested")
+    assert id_token not in str(sso.console.sql("SELECT * FROM audit_events"))
+    assert {"gatehouse.http", "httpcore2.http11"} <= {record.name for record in caplog.records}
+    assert id_token not in _logged(caplog)
+
+
+def test_api_key_sign_out_stays_away_from_the_provider(sso: Sso) -> None:
+    asked = len(sso.provider.logouts)
+    with sso.browser() as client:
+        client.base_url = httpx.URL(sso.console.url)
+        assert sign_in(client, sso.console.keys["olivia"]).status_code == 303
+        out = sso.sign_out(client)
+        landed = client.get(out.headers["location"])
+        assert _session(client, sso).status_code == 303
+    assert (out.status_code, out.headers["location"]) == (303, "/console/login?signed_out=1")
+    assert "You are signed out." in landed.text
+    assert "may still be open" not in landed.text
+    assert len(sso.provider.logouts) == asked
+    signed_out = sso.events("console.signed_out")[-1]
+    assert (signed_out["principal"], signed_out["method"]) == ("olivia", "api_key")
+    assert "provider_logout" not in signed_out
+
+
+def _sign_out_leaving_the_provider(sso: Sso, client: httpx.Client) -> str:
+    """Sign out where the provider's session cannot be ended: the sign-in page's text."""
+    out = sso.sign_out(client)
+    assert (out.status_code, out.headers["location"]) == (303, "/console/login?signed_out=console")
+    assert _session(client, sso).status_code == 303  # the console's session ended all the same
+    return client.get(f"{sso.console.url}{out.headers['location']}").text
+
+
+def test_sso_sign_out_without_end_session_endpoint_says_the_provider_may_be_open(
+    sso: Sso,
+) -> None:
+    with sso.browser() as client:
+        assert sso.sign_in(client).status_code == 200
+        sso.provider.end_session = False  # read afresh at sign-out
+        landed = _sign_out_leaving_the_provider(sso, client)
+    assert "signed out of the console, but your Acme SSO session may still be open" in landed
+    assert sso.events("console.signed_out")[-1]["provider_logout"] == "no_end_session_endpoint"
+
+
+def test_sso_sign_out_with_the_provider_unreachable_still_ends_the_session(
+    estate: DemoEstate, tmp_path: Path
+) -> None:
+    provider = OpenIDProvider(
+        client_id="gatehouse-console", client_secret=CLIENT_SECRET, user=OLIVIA
+    )
+    with (
+        _serving(provider) as running,
+        _sso_console(provider, estate, estate.config(), tmp_path / "gatehouse.db") as sso,
+        sso.browser() as client,
+    ):
+        assert sso.sign_in(client).status_code == 200
+        running.stop()
+        landed = _sign_out_leaving_the_provider(sso, client)
+    assert "your Acme SSO session may still be open" in landed
+    assert sso.events("console.signed_out")[-1]["provider_logout"] == "provider_unreachable"
 
 
 def test_draft_survives_an_expired_session_and_returns_after_sso(sso: Sso) -> None:
@@ -514,9 +691,12 @@ def test_sign_ins_read_in_words_on_the_audit_trail(sso: Sso) -> None:
         client.base_url = httpx.URL(sso.console.url)
         assert sign_in(client, "gh_carla_mistyped").status_code == 401
         assert sign_in(client, sso.console.keys["carla"]).status_code == 303
+        assert sso.sign_out(client).status_code == 303
+        assert sign_in(client, sso.console.keys["carla"]).status_code == 303
         trail = client.get("/console/audit")
     assert "Console sign-in refused" in trail.text
     assert "Signed in to the console" in trail.text
+    assert "Signed out of the console" in trail.text
 
 
 # In a real Chromium: the provider on `localhost`, the console on 127.0.0.1, two sites, so the
@@ -567,6 +747,30 @@ def test_browser_sso_signs_in_across_sites_and_returns_to_the_page(
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
     expect(page.locator("header.topbar")).to_contain_text("Finn")
     assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
+
+
+def test_browser_sso_sign_out_ends_the_provider_session_too(
+    sso: Sso, tab: tuple[Page, str], screenshots: Path
+) -> None:
+    page, size = tab
+    page.goto(f"{sso.console.url}/console/sources")
+    _sso_at_provider(page)
+    expect(page).to_have_url(f"{sso.console.url}/console/sources")
+    signed_in = _latest_grant(sso.provider)
+    # Across sites from a form's post: the console's CSP (form-action 'self') would stop a
+    # redirect to the provider here, so a page moves on instead.
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{sso.console.url}/console/login?signed_out=1")
+    expect(page.get_by_role("status")).to_have_text("You are signed out.")
+    page.screenshot(path=screenshots / f"sso-signed-out-{size}.png", full_page=True)
+    assert signed_in.session not in sso.provider.sessions
+    _sso_at_provider(page)
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    assert not _latest_grant(sso.provider).silent
+
+
+def _latest_grant(provider: OpenIDProvider) -> Grant:
+    return next(reversed(provider.grants.values()))
 
 
 def test_browser_draft_comes_back_after_the_session_ends(
