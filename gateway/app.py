@@ -122,7 +122,12 @@ def build_services(settings: Settings, config: GatewayConfig) -> Services:
         notifier=notifier,
         # A configured checkpoint directory without a usable signing key stops start-up here.
         checkpointer=checkpointer_from_settings(settings),
-        sign_ins=SignIns(audit),
+        sign_ins=SignIns(
+            audit,
+            windows,
+            failures=config.limits.sign_in_failures,
+            starts=config.limits.sso_starts,
+        ),
         oidc=OpenIdClient(config.auth.oidc) if config.auth.oidc else None,
     )
 

@@ -505,6 +505,9 @@ class LimitsConfig(Strict):
     # Where rate windows (principals' limits, channels' pacing) are counted: "memory://",
     # each process its own, or a Redis URL ("redis://host:6379/0", "rediss://" for TLS)
     # whose count every replica and worker shares, under `counters_prefix`.
+    # Console sign-ins per remote address: failures allowed, single sign-ons started.
+    sign_in_failures: Rate = "10/minute"
+    sso_starts: Rate = "30/minute"
     counters: Counters = "memory://"
     counters_prefix: str = Field(default="gatehouse", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 

@@ -9,35 +9,29 @@
                                           sign-on, what became of the provider's session
                                           (`provider_logout`); never the ID token
     started       single sign-ons started (each keeps a pending row) are limited per address
-                  too (`STARTS`), refused past it, not audited
+                  too (`[limits] sso_starts`), refused past it, not audited
 
-Failed sign-ins are counted per remote address (`FAILURES`, a sliding window in this process's
-memory, as gateway/rates.py counts operations). Past the limit an address's sign-ins are
-refused before any key is checked or any provider asked, and not audited one by one: the
-first refusal in the window is, so the trail shows the burst without a guessing run turning
-into one chained write per guess. Behind several replicas each counts its own.
+Failed sign-ins are counted per remote address (`[limits] sign_in_failures`, a sliding window
+counted where gateway/rates.py counts operations: in this process, or in Redis for every
+replica). Past the limit an address's sign-ins are refused before any key is checked or any
+provider asked, and not audited one by one: the first refusal in the window is, so the trail
+shows the burst without a guessing run turning into one chained write per guess.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 
 from cachetools import TTLCache
 from fastapi import Request
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from gateway.audit import AuditEvent, AuditTrail
+from gateway.counters import Windows
 from gateway.principals import Principal
 from gateway.telemetry import current_trace_id
 
-FAILURES = "10/minute"  # failed sign-ins one address may make
-# Single sign-ons one address may start: each keeps a pending row for minutes, unasked.
-STARTS = "30/minute"
 UNKNOWN = "unknown"  # the principal of a sign-in that named nobody we know
 # The trail's outcome of each event; any other is a refusal.
 OUTCOMES = {"console.signed_in": "SIGNED_IN", "console.signed_out": "SIGNED_OUT"}
@@ -63,11 +57,18 @@ class Failure:
 class SignIns:
     """Audits sign-ins and throttles the failures of each address."""
 
-    def __init__(self, audit: AuditTrail, failures: str = FAILURES, starts: str = STARTS) -> None:
+    def __init__(
+        self,
+        audit: AuditTrail,
+        windows: Windows,
+        *,
+        failures: str,  # failed sign-ins one address may make
+        starts: str,  # single sign-ons it may start: each keeps a pending row for minutes
+    ) -> None:
         self._audit = audit
         self._item: RateLimitItem = parse(failures)
         self._starts: RateLimitItem = parse(starts)
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._windows = windows  # shared by the replicas when [limits] counters is a Redis
         # The addresses whose throttling this window was audited (bounded, so that a
         # thousand addresses cannot grow it without end).
         self._told: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=self._item.get_expiry())
@@ -75,10 +76,9 @@ class SignIns:
     async def wait(self, request: Request) -> int | None:
         """Seconds until this address may try again, or None when it may now."""
         address = remote_address(request)
-        if await self._limiter.test(self._item, address):
+        if await self._windows.test(self._item, "sign-in", address):
             return None
-        stats = await self._limiter.get_window_stats(self._item, address)
-        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        wait = await self._windows.reset_in(self._item, "sign-in", address)
         if address not in self._told:
             self._told[address] = True
             await self._audit.append(_event(request, "console.sign_in_throttled", None, {}))
@@ -88,14 +88,13 @@ class SignIns:
         """Count a single sign-on started from this address; seconds to wait when too many
         (not audited: nobody has claimed to be anyone yet)."""
         address = remote_address(request)
-        if await self._limiter.hit(self._starts, address):
+        if await self._windows.hit(self._starts, "sso-start", address):
             return None
-        stats = await self._limiter.get_window_stats(self._starts, address)
-        return max(1, math.ceil(stats.reset_time - time.time()))
+        return await self._windows.reset_in(self._starts, "sso-start", address)
 
     async def failed(self, request: Request, failure: Failure) -> None:
         """Count the failure against the address, and audit it."""
-        await self._limiter.hit(self._item, remote_address(request))
+        await self._windows.hit(self._item, "sign-in", remote_address(request))
         payload = {"method": failure.method.value, "reason": failure.reason}
         if failure.identity is not None:
             payload["identity"] = failure.identity[:200]

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 
+from gateway.app import create_app
+from gateway.demo import DemoEstate
+from gateway.settings import Settings
 from tests.console.flows import Console, csrf_token, sign_in
+from tests.factories import live_server
 
 
 def _session_cookie(response: httpx.Response) -> str:
@@ -158,3 +164,30 @@ def test_console_pages_carry_protective_headers(console: Console) -> None:
     assert response.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     assert response.headers["cache-control"] == "no-store"
+
+
+def test_failed_sign_ins_count_across_replicas_sharing_redis(
+    estate: DemoEstate, tmp_path: Path
+) -> None:
+    # Three failures a minute from one address, counted in the machine's Redis: a guesser
+    # gains nothing by spreading guesses over the replicas behind the load balancer.
+    config = estate.config()
+    limits = config.limits.model_copy(
+        update={
+            "sign_in_failures": "3/minute",
+            "counters": "redis://127.0.0.1:6379/0",
+            "counters_prefix": f"gh-test-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    config = config.model_copy(update={"limits": limits})
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}")
+    address = {"X-Forwarded-For": "10.7.0.1"}
+    with (
+        live_server(create_app(settings, config)) as one,
+        live_server(create_app(settings, config)) as two,
+    ):
+        statuses = []
+        for replica in (one, two, one, two):
+            with httpx.Client(base_url=replica.url, headers=address, timeout=15) as client:
+                statuses.append(sign_in(client, "gh_guess").status_code)
+    assert statuses == [401, 401, 401, 429]
