@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
     model_validator,
 )
@@ -402,6 +403,10 @@ class OidcConfig(Strict):
     principals: dict[str, str] = Field(min_length=1)
     # With claim = "email": only an address the provider says it verified maps to anyone.
     require_verified_email: bool = True
+    # A second factor, as the provider states it in the ID token's `amr` (RFC 8176): a sign-in
+    # naming none of these methods is refused, e.g. ["mfa"] or ["mfa", "otp", "hwk"]. Empty
+    # (the default): the provider's own policy decides.
+    require_amr: list[Annotated[str, StringConstraints(min_length=1)]] = []
     # The callback as registered at the provider; by default from the request's own URL.
     redirect_uri: HttpUrl | None = None
     algorithms: list[str] = ["RS256", "PS256", "ES256", "EdDSA"]

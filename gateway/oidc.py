@@ -196,6 +196,14 @@ class OpenIdClient:
                 f"The identity provider has not verified the address {value}.",
                 identity=value,
             )
+        if self.config.require_amr and not _second_factor(claims, self.config.require_amr):
+            raise SignOnRefused(
+                "second_factor_missing",
+                "The identity provider says you signed in without a second factor, which this "
+                "console requires. Sign in there again with one; if it offers none, tell your "
+                "administrator.",
+                identity=value,
+            )
         return Identity(str(claims["iss"]), str(claims["sub"]), value, id_token)
 
     def principal_for(self, identity: Identity) -> str:
@@ -224,3 +232,9 @@ def _with_query(url: str, params: dict[str, str]) -> str:
     parts = urlsplit(url)
     query = "&".join(part for part in (parts.query, urlencode(params)) if part)
     return urlunsplit(parts._replace(query=query))
+
+
+def _second_factor(claims: dict[str, Any], required: list[str]) -> bool:
+    """Whether the ID token's `amr` names one of the `required` methods."""
+    methods = claims.get("amr")
+    return isinstance(methods, list) and any(method in required for method in methods)

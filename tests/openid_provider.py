@@ -74,6 +74,7 @@ class User:
     sub: str
     email: str
     email_verified: bool = True
+    amr: tuple[str, ...] = ("pwd",)  # how they signed in (RFC 8176): a password alone
 
 
 @dataclass
@@ -263,6 +264,7 @@ class OpenIDProvider:
             "at_hash": _half_hash(access_token),
             "email": grant.user.email,
             "email_verified": grant.user.email_verified,
+            "amr": list(grant.user.amr),
             "sid": grant.session,
         }
         key = new_key() if fault in ("unknown_key", "forged") else self.keys[0]

@@ -202,7 +202,7 @@ def _principal(services: Services, client: OpenIdClient, identity: Identity) -> 
 
 
 def _status(reason: str) -> int:
-    if reason in ("unknown_identity", "not_a_person", "email_unverified"):
+    if reason in ("unknown_identity", "not_a_person", "email_unverified", "second_factor_missing"):
         return 403
     if reason == "provider_unreachable":
         return 502

@@ -103,7 +103,11 @@ def _serving(provider: OpenIDProvider) -> Iterator[LiveServer]:
 
 @contextmanager
 def _sso_console(
-    provider: OpenIDProvider, estate: DemoEstate, config: GatewayConfig, database: Path
+    provider: OpenIDProvider,
+    estate: DemoEstate,
+    config: GatewayConfig,
+    database: Path,
+    require_amr: tuple[str, ...] = (),
 ) -> Iterator[Sso]:
     """A live gateway over `config` whose console trusts `provider`, registered there."""
     oidc = OidcConfig(
@@ -112,13 +116,21 @@ def _sso_console(
         client_id=provider.client_id,
         client_secret=SecretStr(CLIENT_SECRET),
         principals={"olivia@acme.example": "olivia", "finn@acme.example": "finn"},
+        require_amr=list(require_amr),
     )
     config = config.model_copy(update={"auth": config.auth.model_copy(update={"oidc": oidc})})
     app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{database}"), config)
     with live_server(app) as server:
-        provider.redirect_uris = [f"{server.url}/console/login/sso/callback"]
-        provider.post_logout_redirect_uris = [f"{server.url}/console/login?signed_out=1"]
-        yield Sso(Console(url=server.url, keys=estate.keys, database=database), provider)
+        # Registered beside the module's console for as long as this one serves.
+        callback = f"{server.url}/console/login/sso/callback"
+        signed_out = f"{server.url}/console/login?signed_out=1"
+        provider.redirect_uris.append(callback)
+        provider.post_logout_redirect_uris.append(signed_out)
+        try:
+            yield Sso(Console(url=server.url, keys=estate.keys, database=database), provider)
+        finally:
+            provider.redirect_uris.remove(callback)
+            provider.post_logout_redirect_uris.remove(signed_out)
 
 
 @pytest.fixture(scope="module")
@@ -296,6 +308,38 @@ def test_sso_next_outside_console_goes_home(sso: Sso) -> None:
     with sso.browser() as client:
         done = sso.sign_in(client, "https://evil.example/")
     assert 'content="0;url=/console/"' in done.text
+
+
+@pytest.mark.parametrize(
+    ("amr", "signed_in"),
+    [(("pwd",), False), ((), False), (("pwd", "otp"), True), (("mfa",), True)],
+)
+def test_sso_requiring_a_second_factor_refuses_a_password_alone(
+    estate: DemoEstate,
+    provider: OpenIDProvider,
+    tmp_path: Path,
+    amr: tuple[str, ...],
+    signed_in: bool,
+) -> None:
+    provider.user = User("u-olivia", "olivia@acme.example", amr=amr)
+    with (
+        _sso_console(
+            provider, estate, estate.config(), tmp_path / "gh.db", require_amr=("mfa", "otp")
+        ) as strict,
+        strict.browser() as client,
+    ):
+        done = strict.sign_in(client)
+        failures = strict.events("console.sign_in_failed")
+    if signed_in:
+        assert done.status_code == 200, done.text
+        assert 'content="0;url=/console/"' in done.text  # on to the console, signed in
+        assert failures == []
+        return
+    assert done.status_code == 403
+    assert "without a second factor" in html.unescape(done.text)
+    (failed,) = failures
+    assert failed["reason"] == "second_factor_missing"
+    assert failed["identity"] == "olivia@acme.example"
 
 
 @pytest.mark.parametrize("problem", ["unreachable", "another_issuer"])
